@@ -1,0 +1,61 @@
+# The one task runner: local work, CI (.ci/run) and the README commands all go through it.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+PYTEST_ARGS ?=
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+export PIP_ROOT_USER_ACTION = ignore
+
+.PHONY: help deps build-dev build-prod build-profiling format lint test test-rust test-python demo bench bench-quick clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+deps:  ## install torch, test tools and graphviz (skips what is already there)
+	@$(PYTHON) -c "import torch, torchvision, transformers" 2>/dev/null || \
+		$(PIP) install -q torch torchvision transformers
+	@$(PYTHON) -c "import numpy, pytest, maturin, ruff, graphviz, pandas, safetensors, tqdm" 2>/dev/null || \
+		$(PIP) install -q numpy pytest maturin ruff graphviz pandas safetensors tqdm
+	@command -v dot >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; }
+
+build-dev: deps  ## debug build of the extension, installed editable
+	rm -f python/torchlens/_core*.so
+	$(PIP) install -q --no-build-isolation --config-settings=build-args="--profile=dev" -e .
+
+build-prod: deps  ## release build of the extension, installed editable
+	rm -f python/torchlens/_core*.so
+	$(PIP) install -q --no-build-isolation -e .
+
+build-profiling: deps
+	rm -f python/torchlens/_core*.so
+	$(PIP) install -q --no-build-isolation --config-settings=build-args="--profile=profiling" -e .
+
+format:  ## format Rust and Python
+	cargo fmt --all
+	$(PYTHON) -m ruff format python tests benches
+	$(PYTHON) -m ruff check --fix python tests benches
+
+lint:  ## formatting, clippy and ruff checks
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(PYTHON) -m ruff check python tests benches
+	$(PYTHON) -m ruff format --check python tests benches
+
+test-rust:  ## core unit and integration tests
+	cargo test -p torchlens-core --release
+
+test-python: build-prod  ## pytest over the public API
+	$(PYTHON) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+test: deps lint test-rust test-python bench-quick  ## everything CI runs
+
+demo: build-prod  ## log the README's models and print what torchlens sees
+	$(PYTHON) examples/demo.py
+
+bench: build-prod  ## full benchmark suite -> benches/results/latest.json + .md
+	$(PYTHON) benches/run.py --mode full
+
+bench-quick: build-prod  ## small benchmark subset (smoke test; never fails on timing)
+	$(PYTHON) benches/run.py --mode quick
+
+clean:
+	rm -rf target python/torchlens/_core*.so benches/results/latest.*

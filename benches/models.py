@@ -1,0 +1,81 @@
+"""Benchmark models, built in code with random weights (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class SimpleRecurrent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(5, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(4):
+            x = self.fc(x)
+            x = x + 1
+            x = x * 2
+        return x
+
+
+class DeepRecurrence(nn.Module):
+    """One Linear(32, 32) + tanh applied 500 times."""
+
+    def __init__(self, steps: int = 500) -> None:
+        super().__init__()
+        self.fc = nn.Linear(32, 32)
+        self.steps = steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.steps):
+            x = torch.tanh(self.fc(x))
+        return x
+
+
+def mlp(blocks: int) -> nn.Module:
+    layers: list[nn.Module] = []
+    for _ in range(blocks):
+        layers += [nn.Linear(64, 64), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def _tv(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, name)()
+
+    return build
+
+
+def _gpt2() -> nn.Module:
+    import transformers
+
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config())
+
+
+def _image() -> list[Any]:
+    return [torch.rand(1, 3, 224, 224)]
+
+
+def _swin_image() -> list[Any]:
+    return [torch.rand(1, 3, 256, 256)]
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], list[Any]]]] = {
+    "simple_recurrent": (SimpleRecurrent, lambda: [torch.rand(6, 5)]),
+    "alexnet": (_tv("alexnet"), _image),
+    "resnet50": (_tv("resnet50"), _image),
+    "vit_b_16": (_tv("vit_b_16"), _image),
+    "swin_v2_b": (_tv("swin_v2_b"), _swin_image),
+    "gpt2": (_gpt2, lambda: [torch.randint(0, 50257, (1, 128))]),
+    "mlp_2000": (lambda: mlp(2000), lambda: [torch.rand(8, 64)]),
+    "deep_recurrence": (DeepRecurrence, lambda: [torch.rand(8, 32)]),
+}
+
+QUICK = ["simple_recurrent", "alexnet", "mlp_2000", "deep_recurrence"]
+FULL = list(MODELS)

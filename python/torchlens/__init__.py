@@ -1,0 +1,54 @@
+"""torchlens: record every intermediate operation of a PyTorch forward pass.
+
+Importing this package changes nothing in torch; the torch callables are wrapped on the first
+logging call (or by `wrap_torch()`) and restored by `unwrap_torch()`.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+from . import _core
+from ._capture.wrap import unwrap_torch as unwrap_torch
+from ._capture.wrap import wrap_torch as wrap_torch
+from ._options import StreamingOptions as StreamingOptions
+from ._options import VisualizationOptions as VisualizationOptions
+from .api import get_model_metadata as get_model_metadata
+from .api import log_forward_pass as log_forward_pass
+from .api import log_model_metadata as log_model_metadata
+from .api import show_model_graph as show_model_graph
+from .layer_log import LayerLog as LayerLog
+from .layer_log import LayerPassLog as LayerPassLog
+from .model_log import ModelLog as ModelLog
+
+__version__ = _core.__version__
+
+TensorLog = LayerPassLog
+
+
+@contextmanager
+def wrapped() -> Iterator[None]:
+    """Install the torch wrappers for the duration of a `with` block, removing them even on errors."""
+    wrap_torch()
+    try:
+        yield
+    finally:
+        unwrap_torch()
+
+
+__all__ = [
+    "LayerLog",
+    "LayerPassLog",
+    "ModelLog",
+    "StreamingOptions",
+    "TensorLog",
+    "VisualizationOptions",
+    "get_model_metadata",
+    "log_forward_pass",
+    "log_model_metadata",
+    "show_model_graph",
+    "unwrap_torch",
+    "wrap_torch",
+    "wrapped",
+]

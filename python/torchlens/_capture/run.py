@@ -1,0 +1,182 @@
+"""Running one forward pass under capture and undoing every change afterwards."""
+
+from __future__ import annotations
+
+import inspect
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import hot, wrap
+from .modules import PreparedModel, model_device
+from .session import Session
+from .strings import STRINGS
+
+_lock = threading.Lock()
+_INPUT_DEPTH = 5
+
+
+class ReentrancyError(RuntimeError):
+    pass
+
+
+@dataclass
+class Capture:
+    """What one forward pass produced, before the core runs."""
+
+    session: Session
+    prepared: PreparedModel
+    output: Any
+    input_roles: list[str] = field(default_factory=list)
+    time_forward: float = 0.0
+
+
+def normalize_inputs(model: nn.Module, input_args: Any, input_kwargs: dict | None) -> tuple[list, dict]:
+    kwargs = dict(input_kwargs or {})
+    if input_args is None:
+        return [], kwargs
+    if isinstance(input_args, tuple | list):
+        try:
+            sig = inspect.signature(model.forward)
+            named = [
+                p
+                for p in sig.parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"
+            ]
+            has_varargs = any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
+        except (TypeError, ValueError):
+            named, has_varargs = [], True
+        if len(named) == 1 and not has_varargs and len(input_args) > 1:
+            return [input_args], kwargs
+        return list(input_args), kwargs
+    return [input_args], kwargs
+
+
+def _positional_names(model: nn.Module, n: int) -> list[str]:
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return [f"args_{i}" for i in range(n)]
+    names: list[str] = []
+    varargs = "args"
+    for p in sig.parameters.values():
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            names.append(p.name)
+        elif p.kind == p.VAR_POSITIONAL:
+            varargs = p.name
+    out = names[:n]
+    out += [f"{varargs}_{i}" for i in range(len(out), n)]
+    return out
+
+
+def _clone_inputs(obj: Any, device: torch.device, depth: int = 0) -> Any:
+    if isinstance(obj, Tensor):
+        with hot.paused():
+            c = hot.raw_clone(obj)
+            if c.device != device and not isinstance(obj, nn.Parameter):
+                c = c.to(device)
+        return c
+    if depth >= _INPUT_DEPTH:
+        return obj
+    if type(obj) is tuple or type(obj) is list:
+        return type(obj)(_clone_inputs(o, device, depth + 1) for o in obj)
+    if isinstance(obj, dict):
+        try:
+            new = type(obj)()
+        except TypeError:
+            new = {}
+        for k, v in obj.items():
+            new[k] = _clone_inputs(v, device, depth + 1)
+        return new
+    return obj
+
+
+def _walk_tensors(obj: Any, path: str, found: list[tuple[str, Tensor]], depth: int = 0) -> None:
+    if isinstance(obj, Tensor):
+        found.append((path, obj))
+        return
+    if depth >= _INPUT_DEPTH:
+        return
+    if isinstance(obj, tuple | list):
+        for i, o in enumerate(obj):
+            _walk_tensors(o, f"{path}.{i}", found, depth + 1)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _walk_tensors(v, f"{path}.{k}", found, depth + 1)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def run_capture(
+    model: nn.Module,
+    args: list,
+    kwargs: dict,
+    save: str | frozenset[int] | None,
+    detach: bool,
+    random_seed: int,
+) -> Capture:
+    """Run `model` once with capture on. Leaves torch, the model and the inputs as found."""
+    if not _lock.acquire(blocking=False):
+        raise ReentrancyError(
+            "torchlens.log_forward_pass is not re-entrant: another forward pass is already being logged."
+        )
+    session = Session(save, detach)
+    prepared = PreparedModel(model, session)
+    try:
+        wrap.ensure_wrapped()
+        device = model_device(model)
+        args = _clone_inputs(args, device)
+        kwargs = _clone_inputs(kwargs, device)
+        prepared.prepare()
+        names = _positional_names(model, len(args))
+        roles: list[str] = []
+        found: list[tuple[str, Tensor]] = []
+        for name, a in zip(names, args, strict=True):
+            _walk_tensors(a, f"input.{name}", found)
+        for k, v in kwargs.items():
+            _walk_tensors(v, f"input.{k}", found)
+        for role, t in found:
+            if type(t) is Tensor:
+                session.log_input(t, role)
+                roles.append(role)
+        seed_everything(random_seed)
+        import time
+
+        t0 = time.perf_counter()
+        hot.set_session(session)
+        try:
+            output = model(*args, **kwargs)
+        finally:
+            hot.set_session(None)
+        t1 = time.perf_counter()
+        outs: list[tuple[str, Tensor]] = []
+        _walk_tensors(output, "output", outs)
+        for role, t in outs:
+            session.add_output(t, role)
+        return Capture(session, prepared, output, roles, t1 - t0)
+    finally:
+        hot.set_session(None)
+        prepared.restore()
+        session.strip_tags()
+        _lock.release()
+
+
+def core_inputs(cap: Capture) -> tuple:
+    s = cap.session
+    return (
+        list(STRINGS),
+        s.records,
+        s.module_stacks,
+        s.module_exits,
+        cap.prepared.module_passes(),
+        s.outputs,
+    )

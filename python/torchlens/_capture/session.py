@@ -1,0 +1,260 @@
+"""One capture session: the records of a single forward pass and everything needed to undo it."""
+
+from __future__ import annotations
+
+import weakref
+from array import array
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import Parameter
+
+from . import hot
+from .strings import intern
+
+TAG = hot.TAG
+# Must match torchlens._core.RECORD_FIELDS / RECORD_VERSION (checked by tests/test_core_boundary.py).
+RECORD_FIELDS = ("kind", "func", "layer_type", "arg_hash", "out_index", "module_stack", "params", "parents", "role")
+RECORD_VERSION = 1
+NO_STR = 0xFFFFFFFF
+_MASK = (1 << 64) - 1
+_SCALARS = (int, float, bool, str, type(None), complex)
+_FUNC_NONE = intern("none")
+_TYPE_INPUT = intern("input")
+_TYPE_BUFFER = intern("buffer")
+_FUNC_IDENTITY = intern("identity")
+_TYPE_IDENTITY = intern("identity")
+_raw_clone = hot.raw_clone
+_raw_view_as = hot.raw_view_as
+_raw_detach = hot.raw_detach
+_getattr = getattr
+_setattr = setattr
+_type = type
+_len = len
+_hash = hash
+
+
+def _tok(a: Any, depth: int = 0) -> Any:
+    ta = _type(a)
+    if ta is Tensor or isinstance(a, Tensor):
+        return a.shape if ta is not Parameter else None
+    if ta in _SCALARS:
+        return a
+    if (ta is tuple or ta is list) and depth < 10:
+        return tuple([_tok(b, depth + 1) for b in a])
+    if ta is dict and depth < 10:
+        return tuple([(k, _tok(v, depth + 1)) for k, v in a.items()])
+    try:
+        _hash(a)
+        return a
+    except TypeError:
+        return str(a)
+
+
+class Session:
+    """Records one forward pass. Created and torn down by `capture.run_capture`."""
+
+    def __init__(self, save: str | frozenset[int] | None, detach: bool = False) -> None:
+        self.records: list[tuple] = []
+        self.shape_ids = array("q")
+        self.dtype_ids = array("q")
+        self.gradfn_ids = array("q")
+        self.shapes: list[tuple[int, ...]] = []
+        self._shape_index: dict[Any, int] = {}
+        self.dtypes: list[Any] = []
+        self._dtype_index: dict[Any, int] = {}
+        self.gradfns: list[str] = []
+        self._gradfn_index: dict[Any, int] = {}
+        self.saved: dict[int, Tensor] = {}
+        self.save_all = save == "all"
+        self.save_set: frozenset[int] | None = save if isinstance(save, frozenset) else None
+        self.detach = detach
+        self.ncalls = 0
+        self.stack_id = 0
+        self.module_stacks: list[list[tuple[int, int]]] = [[]]
+        self._stack_index: dict[tuple[int, int, int], int] = {}
+        self.module_exits: list[tuple[int, int, int]] = []
+        self.param_ids: dict[int, int] = {}
+        self.params: list[tuple[str, Parameter]] = []
+        self.buffer_roles: list[int] = []
+        self.buffer_tensors: list[Tensor] = []
+        self.tagged: list[Any] = []
+        self.outputs: list[tuple[int, int, int]] = []
+        self.output_tensors: list[Tensor] = []
+
+    # ------------------------------------------------------------------ hot path
+    def call(self, orig: Any, fid: int, tid: int, flags: int, args: tuple, kwargs: dict) -> Any:
+        n0 = self.ncalls + 1
+        self.ncalls = n0
+        out = orig(*args, **kwargs)
+        bottom = self.ncalls == n0
+        to = _type(out)
+        if to is Tensor:
+            if args and out is args[0]:
+                if flags & 1:
+                    if bottom:
+                        self._log(out, fid, tid, -1, args, kwargs, True)
+                    return out
+                if not bottom:
+                    return out
+                out = _raw_view_as(out, out)
+                self._log(out, fid, tid, -1, args, kwargs, True)
+                return out
+            if bottom or _getattr(out, TAG, None) is None:
+                self._log(out, fid, tid, -1, args, kwargs, False)
+            return out
+        if out is None:
+            if flags & 2 and args and isinstance(args[0], Tensor) and bottom:
+                self._log(args[0], fid, tid, -1, args, kwargs, True)
+            return out
+        if isinstance(out, tuple | list):
+            i = 0
+            for o in out:
+                if _type(o) is Tensor and (bottom or _getattr(o, TAG, None) is None):
+                    self._log(o, fid, tid, i, args, kwargs, False)
+                i += 1
+        elif isinstance(out, dict):
+            i = 0
+            for o in out.values():
+                if _type(o) is Tensor and (bottom or _getattr(o, TAG, None) is None):
+                    self._log(o, fid, tid, i, args, kwargs, False)
+                i += 1
+        return out
+
+    def _scan(self, items: Any, parents: list[int], params: list[int]) -> None:
+        for a in items:
+            ta = _type(a)
+            if ta is Tensor:
+                tg = _getattr(a, TAG, None)
+                if tg is not None:
+                    if tg < 0:
+                        tg = self._log_buffer(a, tg)
+                    parents.append(tg)
+            elif ta is Parameter:
+                pid = self.param_ids.get(id(a))
+                if pid is not None:
+                    params.append(pid)
+            elif ta is tuple or ta is list:
+                self._scan(a, parents, params)
+            elif isinstance(a, Tensor):
+                tg = _getattr(a, TAG, None)
+                if tg is not None:
+                    if tg < 0:
+                        tg = self._log_buffer(a, tg)
+                    parents.append(tg)
+
+    def _log(self, t: Tensor, fid: int, tid: int, out_index: int, args: tuple, kwargs: dict, same: bool) -> None:
+        parents: list[int] = []
+        params: list[int] = []
+        self._scan(args, parents, params)
+        if kwargs:
+            self._scan(kwargs.values(), parents, params)
+        if params:
+            arg_hash = 0
+        else:
+            toks = [_tok(a) for a in args]
+            if kwargs:
+                toks.append(tuple([(k, _tok(v)) for k, v in kwargs.items()]))
+            arg_hash = _hash(tuple(toks)) & _MASK
+        nid = _len(self.records)
+        self.records.append((2, fid, tid, arg_hash, out_index, self.stack_id, tuple(params), tuple(parents), NO_STR))
+        self._tag_and_meta(t, nid)
+
+    def _tag_and_meta(self, t: Tensor, nid: int) -> None:
+        if _getattr(t, TAG, None) is None:
+            self.tagged.append(weakref.ref(t))
+        _setattr(t, TAG, nid)
+        shape = t.shape
+        sid = self._shape_index.get(shape)
+        if sid is None:
+            sid = self._shape_index[shape] = _len(self.shapes)
+            self.shapes.append(tuple(shape))
+        self.shape_ids.append(sid)
+        dt = t.dtype
+        did = self._dtype_index.get(dt)
+        if did is None:
+            did = self._dtype_index[dt] = _len(self.dtypes)
+            self.dtypes.append(dt)
+        self.dtype_ids.append(did)
+        gf = _type(t.grad_fn)
+        gid = self._gradfn_index.get(gf)
+        if gid is None:
+            gid = self._gradfn_index[gf] = _len(self.gradfns)
+            self.gradfns.append(gf.__name__)
+        self.gradfn_ids.append(gid)
+        if self.save_all or (self.save_set is not None and nid in self.save_set):
+            self.saved[nid] = self._copy(t)
+
+    def _copy(self, t: Tensor) -> Tensor:
+        c = _raw_clone(t)
+        if self.detach:
+            c = _raw_detach(c)
+        return c
+
+    # ------------------------------------------------------------------ sources
+    def log_input(self, t: Tensor, role: str) -> None:
+        nid = _len(self.records)
+        # The role is hashed in so that two inputs never merge into one multi-pass layer (a 2.15 quirk).
+        h = _hash((tuple(t.shape), str(t.dtype), role)) & _MASK
+        self.records.append((0, _FUNC_NONE, _TYPE_INPUT, h, -1, 0, (), (), intern(role)))
+        self._tag_and_meta(t, nid)
+
+    def register_buffer_tensor(self, t: Tensor, address: str) -> None:
+        if _getattr(t, TAG, None) is not None:
+            return
+        k = _len(self.buffer_roles)
+        self.buffer_roles.append(intern(address))
+        self.buffer_tensors.append(t)
+        _setattr(t, TAG, -(k + 1))
+
+    def _log_buffer(self, t: Tensor, tag: int) -> int:
+        k = -tag - 1
+        nid = _len(self.records)
+        self.records.append((1, _FUNC_NONE, _TYPE_BUFFER, 0, -1, self.stack_id, (), (), self.buffer_roles[k]))
+        self._tag_and_meta(t, nid)
+        return nid
+
+    def log_identity(self, t: Tensor) -> Tensor:
+        """Give a module output that is one of its inputs its own node (spec §7.4)."""
+        alias = _raw_view_as(t, t)
+        self._log(alias, _FUNC_IDENTITY, _TYPE_IDENTITY, -1, (t,), {}, False)
+        return alias
+
+    def add_output(self, t: Tensor, role: str) -> None:
+        tg = _getattr(t, TAG, None)
+        if tg is None or tg < 0:
+            return
+        h = _hash((tuple(t.shape), str(t.dtype))) & _MASK
+        self.outputs.append((tg, intern(role), h))
+        self.output_tensors.append(t)
+
+    # ------------------------------------------------------------------ modules
+    def enter_module(self, addr_id: int, pass_num: int) -> int:
+        prev = self.stack_id
+        key = (prev, addr_id, pass_num)
+        sid = self._stack_index.get(key)
+        if sid is None:
+            sid = self._stack_index[key] = _len(self.module_stacks)
+            self.module_stacks.append([*self.module_stacks[prev], (addr_id, pass_num)])
+        self.stack_id = sid
+        return prev
+
+    # ------------------------------------------------------------------ teardown
+    def strip_tags(self) -> None:
+        for r in self.tagged:
+            t = r()
+            if t is not None:
+                try:
+                    delattr(t, TAG)
+                except AttributeError:
+                    pass
+        for t in self.buffer_tensors:
+            try:
+                delattr(t, TAG)
+            except AttributeError:
+                pass
+        for t in self.saved.values():
+            if hasattr(t, TAG):
+                delattr(t, TAG)
+        self.tagged.clear()

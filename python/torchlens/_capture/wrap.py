@@ -1,0 +1,284 @@
+"""Installing and removing the torch wrappers (spec §7.1).
+
+Wrappers are installed lazily by the first logging call and stay in place until
+`unwrap_torch()`; while no capture is active each one costs a single global check.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import types
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from . import hot
+
+# Tensor members that never yield a new tensor or that torch itself calls in ways that must not
+# be intercepted (printing, hashing, pickling, autograd plumbing).
+_TENSOR_SKIP = frozenset(
+    """size dim numel element_size data_ptr stride storage_offset is_contiguous is_floating_point
+    is_complex nelement ndimension numpy tolist item get_device untyped_storage storage register_hook
+    backward requires_grad_ retain_grad share_memory_ is_shared is_pinned is_set_to is_signed
+    is_nonzero is_inference is_neg is_conj is_coalesced is_same_size has_names refine_names rename
+    rename_ align_to align_as unflatten_dense_tensors dim_order module_load register_post_accumulate_grad_hook
+    nbytes itemsize apply_ map_ map2_ record_stream pin_memory cpu cuda type_as""".split()
+)
+
+# Tensor members kept under capture even though they return a tensor only sometimes.
+_TENSOR_DUNDERS = frozenset(
+    """__add__ __radd__ __iadd__ __sub__ __rsub__ __isub__ __mul__ __rmul__ __imul__ __matmul__
+    __rmatmul__ __truediv__ __rtruediv__ __itruediv__ __floordiv__ __rfloordiv__ __ifloordiv__
+    __mod__ __rmod__ __imod__ __pow__ __rpow__ __ipow__ __and__ __rand__ __iand__ __or__ __ror__
+    __ior__ __xor__ __rxor__ __ixor__ __lshift__ __rlshift__ __ilshift__ __rshift__ __rrshift__
+    __irshift__ __neg__ __pos__ __abs__ __invert__ __eq__ __ne__ __lt__ __le__ __gt__ __ge__
+    __getitem__ __setitem__ __div__ __rdiv__ __idiv__""".split()
+)
+
+_TENSOR_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag")
+
+# Factories that `get_ignored_functions()` lists but that create tensors inside forward.
+_FACTORIES = frozenset(
+    """tensor as_tensor from_numpy zeros ones full arange range linspace logspace eye rand randn
+    randint randperm normal zeros_like ones_like full_like rand_like randn_like randint_like empty
+    empty_like scalar_tensor tril_indices triu_indices vander as_strided bartlett_window
+    blackman_window hamming_window hann_window kaiser_window""".split()
+)
+
+_TORCH_SKIP = frozenset(
+    """is_tensor is_storage is_floating_point is_complex is_nonzero numel typename set_default_dtype
+    set_default_tensor_type get_default_dtype is_grad_enabled set_grad_enabled manual_seed seed
+    initial_seed get_rng_state set_rng_state use_deterministic_algorithms compile load save
+    no_grad enable_grad inference_mode is_inference_mode_enabled set_printoptions get_num_threads
+    set_num_threads get_num_interop_threads set_num_interop_threads is_same_size result_type
+    can_cast promote_types is_conj is_neg is_inference vmap cond chunk_size sym_int sym_float
+    sym_max sym_min sym_not sym_ite sym_sum sym_fresh_size""".split()
+)
+
+
+class _Target:
+    __slots__ = ("owner", "name", "original", "had_own", "wrapper")
+
+    def __init__(self, owner: Any, name: str, original: Any, had_own: bool) -> None:
+        self.owner = owner
+        self.name = name
+        self.original = original
+        self.had_own = had_own
+        self.wrapper: Any = None
+
+
+_targets: list[_Target] = []
+_wrappers_by_orig: dict[int, Any] = {}
+_wrapped_ids: dict[int, Any] = {}  # id(original callable) -> wrapper, for the reference crawl
+_installed = False
+_crawled: dict[str, list[tuple[Any, str, Any]]] = {}
+
+
+def layer_type_of(name: str) -> str:
+    return name.lower().replace("_", "")
+
+
+def _is_plain_callable(obj: Any) -> bool:
+    return isinstance(
+        obj,
+        types.BuiltinFunctionType | types.FunctionType | types.MethodDescriptorType | types.WrapperDescriptorType,
+    )
+
+
+def _collect() -> list[_Target]:
+    ignored = set()
+    try:
+        ignored = {id(f) for f in torch.overrides.get_ignored_functions()}
+    except Exception:  # pragma: no cover - very old torch
+        pass
+    found: list[_Target] = []
+
+    def add_module_names(module: Any, names: Any, allow_private: bool) -> None:
+        for name in names:
+            if name.startswith("__") or name[:1].isupper() or name in _TORCH_SKIP:
+                continue
+            if name.startswith("_") and not allow_private:
+                continue
+            obj = getattr(module, name, None)
+            if obj is None or isinstance(obj, type) or isinstance(obj, types.ModuleType):
+                continue
+            if not _is_plain_callable(obj):
+                continue
+            if id(obj) in ignored and name not in _FACTORIES:
+                continue
+            found.append(_Target(module, name, obj, True))
+
+    vf = sorted(set(dir(torch._C._VariableFunctions)))
+    add_module_names(torch, sorted(set(getattr(torch, "__all__", [])) | set(vf)), True)
+    add_module_names(torch._VF, vf, True)
+    add_module_names(F, sorted(n for n in dir(F) if not n.startswith("_")), False)
+    for sub in ("linalg", "fft", "special"):
+        mod = getattr(torch, sub, None)
+        if mod is not None:
+            add_module_names(mod, sorted(n for n in dir(mod) if not n.startswith("_")), False)
+
+    tensor_cls = torch.Tensor
+    for name in sorted(dir(tensor_cls)):
+        if name.startswith("_") and name not in _TENSOR_DUNDERS:
+            continue
+        if name in _TENSOR_SKIP or name in _TENSOR_PROPERTIES:
+            continue
+        owner_dict = None
+        for klass in tensor_cls.__mro__:
+            if name in klass.__dict__:
+                owner_dict = klass.__dict__
+                break
+        if owner_dict is None or owner_dict is object.__dict__:
+            continue
+        obj = owner_dict[name]
+        if not _is_plain_callable(obj):
+            continue
+        found.append(_Target(tensor_cls, name, obj, name in tensor_cls.__dict__))
+    for name in _TENSOR_PROPERTIES:
+        obj = None
+        for klass in tensor_cls.__mro__:
+            if name in klass.__dict__:
+                obj = klass.__dict__[name]
+                break
+        if obj is not None and hasattr(obj, "__get__"):
+            found.append(_Target(tensor_cls, name, obj, name in tensor_cls.__dict__))
+    return found
+
+
+# CPython treats a type with a Python-level __getitem__ as a sequence (sq_item), which breaks
+# torch.tensor([0-d tensor, ...]); restore the slot's original value after every (un)wrap.
+_SQ_ITEM_OFFSET = 3 * ctypes.sizeof(ctypes.c_void_p)
+_TP_AS_SEQUENCE_OFFSET = 13 * ctypes.sizeof(ctypes.c_void_p)
+
+
+def _sq_item_addr() -> int | None:
+    if sys.implementation.name != "cpython":
+        return None
+    seq = ctypes.c_void_p.from_address(id(torch.Tensor) + _TP_AS_SEQUENCE_OFFSET).value
+    if not seq:
+        return None
+    return seq + _SQ_ITEM_OFFSET
+
+
+_sq_item_original: int | None = None
+
+
+def _save_sq_item() -> None:
+    global _sq_item_original
+    addr = _sq_item_addr()
+    if addr is not None and _sq_item_original is None:
+        _sq_item_original = ctypes.c_void_p.from_address(addr).value or 0
+
+
+def _restore_sq_item() -> None:
+    addr = _sq_item_addr()
+    if addr is not None and _sq_item_original is not None:
+        ctypes.c_void_p.from_address(addr).value = _sq_item_original or None
+
+
+def _make_property(orig: Any, name: str) -> property:
+    getter = hot.make_wrapper(lambda self: orig.__get__(self, torch.Tensor), name, layer_type_of(name))
+
+    def setter(self: Any, value: Any) -> None:
+        orig.__set__(self, value)
+
+    return property(getter, setter)
+
+
+def wrap_torch() -> None:
+    """Install the wrappers on every intercepted torch callable (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    if not _targets:
+        _targets.extend(_collect())
+    _save_sq_item()
+    for t in _targets:
+        w = _wrappers_by_orig.get(id(t.original))
+        if w is None:
+            if t.name in _TENSOR_PROPERTIES and t.owner is torch.Tensor:
+                w = _make_property(t.original, t.name)
+            else:
+                w = hot.make_wrapper(t.original, t.name, layer_type_of(t.name))
+            _wrappers_by_orig[id(t.original)] = w
+            _wrapped_ids[id(t.original)] = w
+        t.wrapper = w
+    try:
+        for t in _targets:
+            setattr(t.owner, t.name, t.wrapper)
+    finally:
+        _restore_sq_item()
+    _installed = True
+    _crawl_new_modules()
+
+
+def unwrap_torch() -> None:
+    """Restore every original torch callable (idempotent)."""
+    global _installed
+    if not _installed:
+        return
+    try:
+        for t in _targets:
+            if t.owner is torch.Tensor and not t.had_own:
+                try:
+                    delattr(t.owner, t.name)
+                except AttributeError:
+                    pass
+            else:
+                setattr(t.owner, t.name, t.original)
+    finally:
+        _restore_sq_item()
+    for items in _crawled.values():
+        for holder, attr, orig in items:
+            try:
+                if isinstance(holder, dict):
+                    holder[attr] = orig
+                else:
+                    setattr(holder, attr, orig)
+            except Exception:
+                pass
+    _crawled.clear()
+    _installed = False
+
+
+def is_wrapped() -> bool:
+    return _installed
+
+
+def _crawl_new_modules() -> None:
+    """Point `from torch import relu`-style references in loaded modules at the wrappers."""
+    for mod_name, mod in list(sys.modules.items()):
+        if mod_name in _crawled or mod is None:
+            continue
+        if mod_name == "torch" or mod_name.startswith(("torch.", "torchlens")):
+            _crawled[mod_name] = []
+            continue
+        patched: list[tuple[Any, str, Any]] = []
+        try:
+            d = vars(mod)
+        except TypeError:
+            _crawled[mod_name] = patched
+            continue
+        for key, val in list(d.items()):
+            if callable(val) and not isinstance(val, type):
+                w = _wrapped_ids.get(id(val))
+                if w is not None and _is_plain_callable(val):
+                    d[key] = w
+                    patched.append((d, key, val))
+        _crawled[mod_name] = patched
+
+
+def ensure_wrapped() -> None:
+    if not _installed:
+        wrap_torch()
+    else:
+        _crawl_new_modules()
+
+
+def original_of(wrapper: Any) -> Any:
+    for t in _targets:
+        if t.wrapper is wrapper:
+            return t.original
+    return None

@@ -1,0 +1,297 @@
+"""`log_forward_pass` and the other top-level entry points."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import _core
+from ._capture import run as _run
+from ._options import MISSING, StreamingOptions, VisualizationOptions, merge_visualization, resolve_renamed
+from ._selection import resolve, selection_kind
+from .model_log import ModelLog
+
+_FAIL_BANNER = "*" * 78
+
+
+def _check_model(model: Any) -> nn.Module:
+    if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        model = model.module
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
+    name = type(model).__name__
+    if name == "OptimizedModule" or hasattr(model, "_orig_mod"):
+        raise RuntimeError("torchlens cannot log torch.compile'd models; pass the original module instead.")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise RuntimeError("torchlens cannot log TorchScript modules; pass the original Python module instead.")
+    return model
+
+
+def _finalize(model: nn.Module, cap: _run.Capture, detect_loops: bool) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    fin = _core.finalize(*_run.core_inputs(cap), detect_loops)
+    return fin, time.perf_counter() - t0
+
+
+def log_forward_pass(
+    model: nn.Module,
+    input_args: Any,
+    input_kwargs: dict[str, Any] | None = None,
+    layers_to_save: Any = "all",
+    keep_unsaved_layers: bool = True,
+    output_device: str = "same",
+    activation_postfunc: Any = None,
+    gradient_postfunc: Any = None,
+    save_raw_activation: bool = True,
+    save_raw_gradient: bool = True,
+    mark_input_output_distances: Any = MISSING,
+    detach_saved_tensors: bool = False,
+    save_function_args: bool = False,
+    save_gradients: bool = False,
+    gradients_to_save: Any = MISSING,
+    save_source_context: bool = False,
+    save_rng_states: bool = False,
+    vis_mode: Any = MISSING,
+    vis_nesting_depth: Any = MISSING,
+    vis_outpath: Any = MISSING,
+    vis_save_only: Any = MISSING,
+    vis_fileformat: Any = MISSING,
+    vis_buffer_layers: Any = MISSING,
+    vis_direction: Any = MISSING,
+    vis_graph_overrides: Any = MISSING,
+    vis_node_mode: Any = MISSING,
+    vis_edge_overrides: Any = MISSING,
+    vis_gradient_edge_overrides: Any = MISSING,
+    vis_module_overrides: Any = MISSING,
+    vis_node_placement: Any = MISSING,
+    vis_renderer: Any = MISSING,
+    vis_theme: Any = MISSING,
+    random_seed: int | None = None,
+    num_context_lines: Any = MISSING,
+    optimizer: Any = None,
+    detect_loops: Any = MISSING,
+    save_activations_to: Any = MISSING,
+    keep_activations_in_memory: Any = MISSING,
+    save_gradients_to: Any = MISSING,
+    keep_gradients_in_memory: Any = MISSING,
+    activation_sink: Any = MISSING,
+    unwrap_when_done: bool = False,
+    verbose: bool = False,
+    source_context_lines: Any = MISSING,
+    compute_input_output_distances: Any = MISSING,
+    detect_recurrent_patterns: Any = MISSING,
+    visualization: VisualizationOptions | None = None,
+    streaming: StreamingOptions | None = None,
+    train_mode: Any = MISSING,
+) -> ModelLog:
+    """Run `model` on the inputs with every operation recorded, and return the log.
+
+    Args:
+        model: The module to run.
+        input_args: A tensor, or a list/tuple of positional arguments for `forward`.
+        input_kwargs: Keyword arguments for `forward`.
+        layers_to_save: `"all"`, `None`/`"none"`, or a list of lookup keys, ordinals and substrings.
+        keep_unsaved_layers: Keep entries whose activation was not saved.
+        output_device: `"same"`, `"cpu"` or `"cuda"`: where saved activations are moved.
+        detach_saved_tensors: Detach saved copies from autograd.
+        random_seed: Seed applied to `random`, numpy and torch before the pass (drawn if None).
+        detect_recurrent_patterns: Full loop detection (True) or only same-function-same-params grouping.
+        visualization: Graph rendering options; rendering is off by default.
+
+    Returns:
+        A `ModelLog` with every operation of the forward pass.
+
+    Raises:
+        ValueError: Bad options or a `layers_to_save` key that matches nothing.
+        RuntimeError: Unsupported model wrappers, or a second concurrent logging call.
+    """
+    t_start = time.perf_counter()
+    model = _check_model(model)
+    detect = resolve_renamed("detect_loops", detect_loops, "detect_recurrent_patterns", detect_recurrent_patterns, True)
+    resolve_renamed("num_context_lines", num_context_lines, "source_context_lines", source_context_lines, 7)
+    resolve_renamed(
+        "mark_input_output_distances",
+        mark_input_output_distances,
+        "compute_input_output_distances",
+        compute_input_output_distances,
+        False,
+    )
+    flat_vis = {k: v for k, v in locals().items() if k.startswith("vis_")}
+    vis = merge_visualization(visualization, flat_vis)
+    if vis.mode not in ("none", "rolled", "unrolled"):
+        raise ValueError("Visualization option must be either 'none', 'rolled', or 'unrolled'.")
+    if output_device not in ("same", "cpu", "cuda"):
+        raise ValueError("output_device must be either 'same', 'cpu', or 'cuda'.")
+    for name, val in (
+        ("save_activations_to", save_activations_to),
+        ("save_gradients_to", save_gradients_to),
+        ("activation_sink", activation_sink),
+    ):
+        if val is not MISSING and val is not None:
+            raise NotImplementedError(f"{name} (streaming capture) is not available in this release yet.")
+    if streaming is not None and (streaming.bundle_path or streaming.activation_callback):
+        raise NotImplementedError("Streaming capture is not available in this release yet.")
+    if save_gradients or gradients_to_save is not MISSING:
+        raise NotImplementedError("Gradient capture is not available in this release yet.")
+    if activation_postfunc is not None:
+        raise NotImplementedError("activation_postfunc is not available in this release yet.")
+
+    if random_seed is None:
+        random_seed = random.randint(1, 4294967294)
+    args, kwargs = _run.normalize_inputs(model, input_args, input_kwargs)
+    kind = selection_kind(layers_to_save)
+    save: Any = "all" if kind == "all" else None
+    try:
+        cap = _run.run_capture(model, args, kwargs, save, detach_saved_tensors, random_seed)
+    except _run.ReentrancyError:
+        raise
+    except BaseException:
+        print(f"{_FAIL_BANNER}\nFeature extraction failed; returning model and environment to normal\n{_FAIL_BANNER}")
+        raise
+    fin, t_core = _finalize(model, cap, bool(detect))
+    saved = dict(cap.session.saved)
+    info = {
+        "random_seed": random_seed,
+        "time_forward": cap.time_forward,
+        "time_core": t_core,
+        "time_total": 0.0,
+        "layers_to_save": layers_to_save,
+        "detect_loops": bool(detect),
+    }
+    log = ModelLog(type(model).__name__, cap, fin, saved, info)
+    _attach_outputs(log, cap, saved)
+    if kind == "list":
+        positions = resolve(log, layers_to_save)
+        wanted = {log._node_id(p) for p in positions}
+        for p in range(len(log)):
+            if log._is_output(p):
+                wanted.add(log._record_index(p))
+        wanted_ids = frozenset(n for n in wanted if n < log._n_records)
+        cap2 = _run.run_capture(model, args, kwargs, wanted_ids, detach_saved_tensors, random_seed)
+        _check_same_graph(cap, cap2)
+        saved = dict(cap2.session.saved)
+        log._saved = saved
+        log._cap = cap2
+        log._records = cap2.session.records
+        _attach_outputs(log, cap2, saved)
+        if not keep_unsaved_layers:
+            log._drop_unsaved()
+    if output_device != "same":
+        for k, v in saved.items():
+            saved[k] = v.to(output_device)
+    log.time_total = time.perf_counter() - t_start
+    if vis.mode != "none":
+        log.render_graph(
+            vis.mode,
+            vis.max_module_depth,
+            vis.output_path,
+            vis.graph_overrides,
+            vis.save_only,
+            vis.file_format,
+            vis.show_buffers,
+            vis.direction,
+        )
+    if unwrap_when_done:
+        from ._capture.wrap import unwrap_torch
+
+        unwrap_torch()
+    return log
+
+
+def _attach_outputs(log: ModelLog, cap: _run.Capture, saved: dict[int, torch.Tensor]) -> None:
+    n = len(cap.session.records)
+    for k, (producer, _, _) in enumerate(cap.session.outputs):
+        if producer in saved:
+            saved[n + k] = saved[producer]
+
+
+def _check_same_graph(a: _run.Capture, b: _run.Capture) -> None:
+    ra, rb = a.session.records, b.session.records
+    if len(ra) != len(rb) or any(x[:3] != y[:3] or x[7] != y[7] for x, y in zip(ra, rb, strict=True)):
+        raise ValueError(
+            "The computational graph changed for this forward pass compared to the original call to "
+            "log_forward_pass (either due to different inputs or a different random seed), so "
+            "save_new_activations failed. Please re-run log_forward_pass with the desired inputs."
+        )
+
+
+def log_model_metadata(model: nn.Module, input_args: Any, input_kwargs: dict[str, Any] | None = None) -> ModelLog:
+    """Log the forward pass without saving any activation (metadata only)."""
+    return log_forward_pass(model, input_args, input_kwargs, layers_to_save=None)
+
+
+def get_model_metadata(model: nn.Module, input_args: Any, input_kwargs: dict[str, Any] | None = None) -> ModelLog:
+    """Deprecated alias of `log_model_metadata`."""
+    from ._options import warn_deprecated
+
+    warn_deprecated("get_model_metadata", "log_model_metadata")
+    return log_model_metadata(model, input_args, input_kwargs)
+
+
+def show_model_graph(
+    model: nn.Module,
+    input_args: Any,
+    input_kwargs: dict[str, Any] | None = None,
+    vis_mode: str = "unrolled",
+    vis_nesting_depth: int = 1000,
+    vis_outpath: str = "modelgraph",
+    vis_graph_overrides: dict[str, Any] | None = None,
+    vis_save_only: bool = False,
+    vis_fileformat: str = "pdf",
+    vis_buffer_layers: Any = "meaningful",
+    vis_direction: str = "bottomup",
+    random_seed: int | None = None,
+    detect_recurrent_patterns: bool = True,
+    visualization: VisualizationOptions | None = None,
+) -> None:
+    """Log the model without saving activations and render its graph.
+
+    Args:
+        model: The module to run.
+        input_args: Positional input(s) for `forward`.
+        input_kwargs: Keyword inputs for `forward`.
+        vis_mode: `"unrolled"` (default) or `"rolled"`.
+        vis_nesting_depth: Collapse modules nested deeper than this.
+        vis_outpath: Output path without extension.
+        vis_graph_overrides: Extra graphviz graph attributes.
+        vis_save_only: Do not open a viewer.
+        vis_fileformat: Output format for `dot -T`.
+        vis_buffer_layers: Buffer visibility.
+        vis_direction: `"bottomup"`, `"topdown"` or `"leftright"`.
+        random_seed: Seed for the logged pass.
+        detect_recurrent_patterns: Full loop detection.
+        visualization: Options object; its explicitly set fields win over the flat arguments.
+    """
+    if visualization is not None:
+        o = visualization
+        vis_mode = o.mode if o.is_field_explicit("mode") else vis_mode
+        vis_nesting_depth = o.max_module_depth if o.is_field_explicit("max_module_depth") else vis_nesting_depth
+        vis_outpath = o.output_path if o.is_field_explicit("output_path") else vis_outpath
+        vis_save_only = o.save_only if o.is_field_explicit("save_only") else vis_save_only
+        vis_fileformat = o.file_format if o.is_field_explicit("file_format") else vis_fileformat
+        vis_direction = o.direction if o.is_field_explicit("direction") else vis_direction
+        vis_buffer_layers = o.show_buffers if o.is_field_explicit("show_buffers") else vis_buffer_layers
+    if vis_mode not in ("rolled", "unrolled"):
+        raise ValueError("Visualization option must be either 'none', 'rolled', or 'unrolled'.")
+    log = log_forward_pass(
+        model,
+        input_args,
+        input_kwargs,
+        layers_to_save=None,
+        random_seed=random_seed,
+        detect_recurrent_patterns=detect_recurrent_patterns,
+    )
+    log.render_graph(
+        vis_mode,
+        vis_nesting_depth,
+        vis_outpath,
+        vis_graph_overrides,
+        vis_save_only,
+        vis_fileformat,
+        vis_buffer_layers,
+        vis_direction,
+    )

@@ -1,0 +1,29 @@
+//! Mapping of core errors to Python exceptions, in one place.
+
+use pyo3::PyErr;
+use pyo3::exceptions::PyValueError;
+use torchlens_core::CoreError;
+
+/// Wraps a [`CoreError`] so that `?` turns it into the right Python exception.
+#[derive(Debug)]
+pub struct CoreErrorWrapper(pub CoreError);
+
+impl From<CoreError> for CoreErrorWrapper {
+    fn from(err: CoreError) -> Self {
+        Self(err)
+    }
+}
+
+impl From<CoreErrorWrapper> for PyErr {
+    fn from(err: CoreErrorWrapper) -> Self {
+        match err.0 {
+            // Bad input from the emitter is the caller's mistake: ValueError.
+            CoreError::InvalidInput(msg) => PyValueError::new_err(msg),
+        }
+    }
+}
+
+/// A `ValueError` for a malformed argument of `finalize`.
+pub fn invalid(msg: impl Into<String>) -> PyErr {
+    PyValueError::new_err(msg.into())
+}

@@ -1,0 +1,81 @@
+"""The Python/Rust boundary: record schema parity, error mapping, import side effects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import torchlens as tl
+from torchlens import _core
+from torchlens._capture import session as session_mod
+from torchlens._capture.strings import STRINGS, intern
+
+
+def test_record_schema_matches_emitter() -> None:
+    assert _core.RECORD_FIELDS == session_mod.RECORD_FIELDS
+    assert _core.RECORD_VERSION == session_mod.RECORD_VERSION
+
+
+def test_version_and_profile() -> None:
+    assert _core.__version__ == tl.__version__
+    assert _core.build_profile in ("debug", "release")
+
+
+def _rec(kind: int, parents: tuple = (), role: int = 0xFFFFFFFF) -> tuple:
+    return (kind, intern("none"), intern("input" if kind == 0 else "relu"), 0, -1, 0, (), parents, role)
+
+
+def test_finalize_minimal_stream() -> None:
+    recs = [_rec(0, role=intern("input.x")), _rec(2, (0,))]
+    out_role = intern("output")
+    fin = _core.finalize(list(STRINGS), recs, [[]], [], [], [(1, out_role, 7)], True)
+    assert fin.labels() == ["input_1", "relu_1_1", "output_1"]
+    assert fin.parents() == [[], [0], [1]]
+    assert fin.children() == [[1], [2], []]
+    assert fin.lookup("relu_1_1") == 1
+    assert fin.lookup("input.x") == 0
+    assert fin.lookup("nope") is None
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [(9, 0, 0, 0, -1, 0, (), (), 0xFFFFFFFF)],  # unknown kind
+        [(2, 0, 0, 0, -1, 0, (), (5,), 0xFFFFFFFF)],  # parent after child
+        [(2, 0, 0, 0, -1, 42, (), (), 0xFFFFFFFF)],  # module stack out of range
+        [(2, 10**9, 0, 0, -1, 0, (), (), 0xFFFFFFFF)],  # string id out of range
+        [(2, 0, 0)],  # short record
+    ],
+)
+def test_bad_records_raise_value_error(records: list) -> None:
+    with pytest.raises(ValueError):
+        _core.finalize(list(STRINGS) or ["x"], records, [[]], [], [], [], True)
+
+
+def test_import_has_no_side_effect_on_torch() -> None:
+    code = (
+        "import torch\n"
+        "before = (torch.relu, torch.Tensor.__dict__.get('__add__'), torch.nn.functional.linear)\n"
+        "import torchlens\n"
+        "after = (torch.relu, torch.Tensor.__dict__.get('__add__'), torch.nn.functional.linear)\n"
+        "assert all(a is b for a, b in zip(before, after)), 'import changed torch'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unwrap_restores_originals() -> None:
+    tl.unwrap_torch()
+    orig = (torch.relu, torch.Tensor.__dict__.get("__getitem__"), torch.nn.functional.conv2d, torch.Tensor.T)
+    tl.wrap_torch()
+    assert torch.relu is not orig[0]
+    assert torch.tensor([torch.tensor(1.0), torch.tensor(2.0)]).tolist() == [1.0, 2.0]
+    tl.unwrap_torch()
+    now = (torch.relu, torch.Tensor.__dict__.get("__getitem__"), torch.nn.functional.conv2d, torch.Tensor.T)
+    assert all(a is b for a, b in zip(orig, now, strict=True))
+    assert torch.tensor([torch.tensor(1.0), torch.tensor(2.0)]).tolist() == [1.0, 2.0]
+    with tl.wrapped():
+        assert torch.relu is not orig[0]
+    assert torch.relu is orig[0]

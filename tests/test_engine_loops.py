@@ -1,0 +1,179 @@
+"""Every row of spec §6.4 (loop detection), on real torch models."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import torchlens as tl
+
+
+def labels_of(model: nn.Module, *inputs: torch.Tensor) -> list[str]:
+    return tl.log_forward_pass(model, list(inputs), layers_to_save=None).layer_labels
+
+
+def passes(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}:{i}" for i in range(1, n + 1)]
+
+
+class Loop4(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(5, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(4):
+            x = self.fc(x)
+            x = x + 1
+            x = x * 2
+        return x
+
+
+def test_simple_loop() -> None:
+    labels = labels_of(Loop4(), torch.rand(2, 5))
+    body = [lab for lab in labels if lab.startswith(("linear", "add", "mul"))]
+    assert sorted(body) == sorted(passes("linear_1_1", 4) + passes("add_1_2", 4) + passes("mul_1_3", 4))
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(x))
+
+
+class BlockTwice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = Block()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(self.block(x))
+
+
+def test_same_block_twice() -> None:
+    log = tl.log_forward_pass(BlockTwice(), torch.rand(2, 4), layers_to_save=None)
+    assert log.layer_labels == ["input_1", "linear_1_1:1", "relu_1_2:1", "linear_1_1:2", "relu_1_2:2", "output_1"]
+    assert log["relu_1_2:2"].containing_modules == ["block:2"]
+    assert log["block:1"] is log["relu_1_2:1"]
+    assert log["block:2"] is log["relu_1_2:2"]
+
+
+class SharedLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.fc(x)
+        b = torch.exp(a)
+        c = b * 3
+        return self.fc(c)
+
+
+def test_same_linear_unrelated_places() -> None:
+    labels = labels_of(SharedLinear(), torch.rand(2, 3))
+    assert labels == ["input_1", "linear_1_1:1", "exp_1_2", "mul_1_3", "linear_1_1:2", "output_1"]
+
+
+class Sin3(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(torch.sin(torch.sin(x)))
+
+
+def test_sin_chain_is_recurrent() -> None:
+    assert labels_of(Sin3(), torch.rand(3)) == ["input_1", *passes("sin_1_1", 3), "output_1"]
+
+
+class TwoLoops(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(3):
+            x = torch.cos(torch.sin(x))
+        x = x + 1
+        for _ in range(3):
+            x = torch.cos(torch.sin(x))
+        return x
+
+
+def test_two_separate_loops() -> None:
+    labels = labels_of(TwoLoops(), torch.rand(3))
+    assert labels[1:3] == ["sin_1_1:1", "cos_1_2:1"]
+    assert "add_1_3" in labels
+    assert [lab for lab in labels if lab.startswith("sin_2_4")] == passes("sin_2_4", 3)
+    assert [lab for lab in labels if lab.startswith("cos_2_5")] == passes("cos_2_5", 3)
+
+
+class MulChain(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x * 2
+        x = x * 3
+        return x * 2
+
+
+def test_different_args_not_merged() -> None:
+    assert labels_of(MulChain(), torch.rand(3)) == ["input_1", "mul_1_1", "mul_2_2", "mul_3_3", "output_1"]
+
+
+class TwoLinearsFunctionalRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1 = nn.Linear(4, 4)
+        self.l2 = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.l2(torch.relu(self.l1(x))))
+
+
+def test_relu_separated_by_param_op() -> None:
+    labels = labels_of(TwoLinearsFunctionalRelu(), torch.rand(2, 4))
+    assert labels == ["input_1", "linear_1_1", "relu_1_2", "linear_2_3", "relu_2_4", "output_1"]
+
+
+class ParallelSin(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = torch.sin(x)
+        b = torch.sin(x * 2)
+        return a + b
+
+
+def test_parallel_sin_are_two_layers() -> None:
+    labels = labels_of(ParallelSin(), torch.rand(3))
+    assert labels == ["input_1", "sin_1_1", "mul_1_2", "sin_2_3", "add_1_4", "output_1"]
+
+
+class NestedLoops(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(4):
+            for _ in range(3):
+                x = torch.sin(x)
+            x = x * 2
+        return x
+
+
+def test_nested_param_free_loops() -> None:
+    log = tl.log_forward_pass(NestedLoops(), torch.rand(3), layers_to_save=None)
+    sins = [lab for lab in log.layer_labels if lab.startswith("sin")]
+    assert sins == passes("sin_1_1", 12)
+    assert [lab for lab in log.layer_labels if lab.startswith("mul")] == passes("mul_1_2", 4)
+
+
+class TwoInputsChain(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(a) + torch.tanh(b)
+
+
+def test_identical_inputs_do_not_crash() -> None:
+    log = tl.log_forward_pass(TwoInputsChain(), [torch.rand(3), torch.rand(3)], layers_to_save="all")
+    assert log.layer_labels[-1] == "output_1"
+    assert log.input_layers == ["input_1", "input_2"]
+    assert log.layer_labels == ["input_1", "input_2", "tanh_1_1", "tanh_2_2", "add_1_3", "output_1"]
+
+
+def test_reduced_mode_only_groups_params() -> None:
+    log = tl.log_forward_pass(Loop4(), torch.rand(2, 5), layers_to_save=None, detect_recurrent_patterns=False)
+    labels = log.layer_labels
+    assert [lab for lab in labels if lab.startswith("linear")] == passes("linear_1_1", 4)
+    assert len([lab for lab in labels if lab.startswith("add")]) == 4
+    assert all(":" not in lab for lab in labels if lab.startswith(("add", "mul")))

@@ -1,0 +1,673 @@
+"""Logging every model of `models_zoo`: structure, labels, outputs and leftover state.
+
+Exact label lists are derived by hand from spec §5.3 (type counter per layer type, total counter
+over non-input/buffer layers, outputs last), §6.4 (loops) and §7.2-7.4 (what becomes a node).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import torchlens as tl
+
+try:
+    from . import models_zoo as zoo  # type: ignore[no-redef]
+except ImportError:  # pytest's --import-mode=append puts tests/ itself on sys.path
+    import models_zoo as zoo  # type: ignore[no-redef]
+
+TAG = "_tl_id"
+LABEL_RE = re.compile(r"^[a-z0-9]+_\d+(_\d+)?(:\d+)?$")
+NAMES = sorted(zoo.ZOO)
+ORIG_MODULE_CALL = nn.Module.__call__
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def flat_tensors(obj: Any, depth: int = 0) -> list[torch.Tensor]:
+    """Tensors of a (nested) forward argument or return value, in traversal order."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if depth >= 5:
+        return []
+    if isinstance(obj, tuple | list):
+        return [t for o in obj for t in flat_tensors(o, depth + 1)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in flat_tensors(o, depth + 1)]
+    return []
+
+
+def clone_args(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def c(a: Any) -> Any:
+        return a.clone() if isinstance(a, torch.Tensor) else a
+
+    return tuple(c(a) for a in args), {k: c(v) for k, v in kwargs.items()}
+
+
+def log_model(model: nn.Module, args: tuple, kwargs: dict, **opts: Any) -> tl.ModelLog:
+    opts.setdefault("layers_to_save", "all")
+    opts.setdefault("random_seed", 0)
+    return tl.log_forward_pass(model, list(args), input_kwargs=dict(kwargs) or None, **opts)
+
+
+def log_case(name: str) -> tuple[nn.Module, tuple, dict, tl.ModelLog]:
+    model, args, kwargs = zoo.build(name)
+    a, k = clone_args(args, kwargs)
+    return model, args, kwargs, log_model(model, a, k)
+
+
+def labels_of(name: str) -> list[str]:
+    return log_case(name)[3].layer_labels
+
+
+def module_state(model: nn.Module) -> dict[str, tuple]:
+    state = {}
+    for name, m in model.named_modules(remove_duplicate=False):
+        fwd = m.forward
+        state[name] = ("forward" in m.__dict__, type(m).forward, getattr(fwd, "__func__", fwd))
+    return state
+
+
+def param_state(model: nn.Module) -> dict[str, bool]:
+    return {n: p.requires_grad for n, p in model.named_parameters()}
+
+
+def assert_untagged(tensors: list[torch.Tensor], what: str) -> None:
+    for i, t in enumerate(tensors):
+        assert not hasattr(t, TAG), f"{what}[{i}] still carries {TAG}"
+
+
+def add_capture_hooks(model: nn.Module, sink: list[torch.Tensor]) -> list[Any]:
+    """Record every tensor going in and out of every module (root included)."""
+
+    def pre(_m: nn.Module, args: tuple, kwargs: dict) -> None:
+        sink.extend(flat_tensors(args) + flat_tensors(kwargs))
+
+    def post(_m: nn.Module, _args: tuple, _kwargs: dict, out: Any) -> None:
+        sink.extend(flat_tensors(out))
+
+    handles = []
+    for m in model.modules():
+        handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(m.register_forward_hook(post, with_kwargs=True))
+    return handles
+
+
+# --------------------------------------------------------------------------- generic, over the zoo
+
+
+def test_zoo_is_big_enough() -> None:
+    assert len(zoo.ZOO) >= 32
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_log_structure(name: str) -> None:
+    _, _, _, log = log_case(name)
+    labels = log.layer_labels
+    assert len(log) == len(labels)
+    assert len(set(labels)) == len(labels), f"duplicate labels: {labels}"
+    for lab in labels:
+        assert LABEL_RE.match(lab), lab
+    n = len(log)
+    for i, entry in enumerate(log):
+        assert entry.layer_label == labels[i]
+        assert log[i] is entry
+        assert log[i - n] is entry
+        found = log[entry.layer_label]
+        assert found is entry or found == entry
+        assert found.layer_label == entry.layer_label
+        assert 1 <= entry.pass_num <= entry.num_passes
+        assert labels[i].endswith(f":{entry.pass_num}") == (entry.num_passes > 1), labels[i]
+        assert labels[i].startswith(entry.layer_type + "_")
+        if not (entry.is_input_layer or entry.is_output_layer or entry.is_buffer_layer):
+            # spec §5.1: layer type = raw function name, lower-cased, underscores removed
+            assert entry.layer_type == entry.func_name.lower().replace("_", ""), (entry.func_name, entry.layer_type)
+        cm = entry.containing_module
+        assert cm is None or re.match(r"^[\w.]+:\d+$", cm), cm
+        for p in entry.parent_layers:
+            assert p in labels
+            assert entry.layer_label in log[p].child_layers
+        for c in entry.child_layers:
+            assert c in labels
+            assert entry.layer_label in log[c].parent_layers
+        assert entry.activation is not None
+        assert tuple(entry.activation.shape) == tuple(entry.tensor_shape)
+        assert entry.activation.dtype == entry.tensor_dtype
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inputs_and_outputs(name: str) -> None:
+    model, args, kwargs, log = log_case(name)
+    ref = model(*clone_args(args, kwargs)[0], **clone_args(args, kwargs)[1])
+    n_in = len(flat_tensors(args)) + len(flat_tensors(kwargs))
+    n_out = len(flat_tensors(ref))
+    assert len(log.input_layers) == n_in
+    assert len(log.output_layers) == n_out
+    for lab in log.input_layers:
+        e = log[lab]
+        assert e.is_input_layer and not e.is_output_layer
+        assert e.layer_type == "input"
+        assert e.parent_layers == []
+    for lab in log.output_layers:
+        e = log[lab]
+        assert e.is_output_layer and not e.is_input_layer
+        assert e.layer_type == "output"
+        assert len(e.parent_layers) == 1
+        assert e.child_layers == []
+    for lab in log.buffer_layers:
+        assert log[lab].is_buffer_layer
+        assert log[lab].parent_layers == []
+    # inputs first, outputs last
+    labels = log.layer_labels
+    assert labels[:n_in] == log.input_layers
+    assert labels[len(labels) - n_out :] == log.output_layers
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_output_activations_match_plain_forward(name: str) -> None:
+    model, args, kwargs, log = log_case(name)
+    a, k = clone_args(args, kwargs)
+    torch.manual_seed(0)
+    ref = flat_tensors(model(*a, **k))
+    outs = [log[lab].activation for lab in log.output_layers]
+    assert len(outs) == len(ref)
+    for got, want in zip(outs, ref, strict=True):
+        assert got is not None
+        assert got.dtype == want.dtype
+        assert torch.equal(got, want)
+    ins = [log[lab].activation for lab in log.input_layers]
+    for got, want in zip(ins, flat_tensors(args) + flat_tensors(kwargs), strict=True):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nothing_left_modified(name: str) -> None:
+    model, args, kwargs = zoo.build(name)
+    before_modules = module_state(model)
+    before_params = param_state(model)
+    buffers_before = {n: b for n, b in model.named_buffers()}
+    a, k = clone_args(args, kwargs)
+    seen: list[torch.Tensor] = []
+    handles = add_capture_hooks(model, seen)
+    try:
+        log = log_model(model, a, k)
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen, "hooks saw nothing"
+    assert nn.Module.__call__ is ORIG_MODULE_CALL
+    assert module_state(model) == before_modules
+    for _, m in model.named_modules():
+        assert "forward" not in m.__dict__
+        assert not any(isinstance(v, torch.Tensor) and hasattr(v, TAG) for v in vars(m).values())
+    assert param_state(model) == before_params
+    assert_untagged(seen, "module inputs/outputs seen during logging")
+    assert_untagged(flat_tensors(a) + flat_tensors(k), "user inputs")
+    assert_untagged(list(model.buffers()), "buffers")
+    assert_untagged(list(model.parameters()), "parameters")
+    assert_untagged([e.activation for e in log], "saved activations")
+    # the buffers are the same objects (a plain attribute is not replaced)
+    assert {n: b for n, b in model.named_buffers()}.keys() == buffers_before.keys()
+    for n, b in model.named_buffers():
+        assert b is buffers_before[n]
+    # torch is back to normal outside the session
+    t = torch.ones(2) + 1
+    assert not hasattr(t, TAG)
+    # and the model still runs normally
+    a2, k2 = clone_args(args, kwargs)
+    assert_untagged(flat_tensors(model(*a2, **k2)), "plain forward outputs")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_repeatable(name: str) -> None:
+    assert labels_of(name) == labels_of(name)
+
+
+# --------------------------------------------------------------------------- exact labels
+
+
+def passes(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}:{i}" for i in range(1, n + 1)]
+
+
+EXPECTED_LABELS: dict[str, list[str]] = {
+    "add_mul": ["input_1", "add_1_1", "mul_1_2", "output_1"],
+    "inplace_ops": ["input_1", "clone_1_1", "add_1_2", "mul_1_3", "output_1"],
+    "inplace_relu": ["input_1", "linear_1_1", "relu_1_2", "add_1_3", "add_2_4", "output_1"],
+    "views": [
+        "input_1",
+        "view_1_1",
+        "transpose_1_2",
+        "reshape_1_3",
+        "permute_1_4",
+        "unsqueeze_1_5",
+        "expand_1_6",
+        "output_1",
+    ],
+    "getitem": ["input_1", "getitem_1_1", "tensor_1_2", "getitem_2_3", "add_1_4", "output_1"],
+    "setitem": ["input_1", "clone_1_1", "setitem_1_2", "mul_1_3", "output_1"],
+    "setitem_tensor": ["input_1", "zeros_1_1", "sum_1_2", "setitem_1_3", "add_1_4", "output_1"],
+    "numpy_const": ["input_1", "fromnumpy_1_1", "add_1_2", "output_1"],
+    "zeros": ["input_1", "zeros_1_1", "add_1_2", "output_1"],
+    "new_zeros": ["input_1", "newzeros_1_1", "add_1_2", "output_1"],
+    "orphans": ["input_1", "add_1_1", "output_1"],
+    "two_inputs": ["input_1", "input_2", "linear_1_1", "mul_1_2", "output_1"],
+    "kwarg_input": ["input_1", "input_2", "mul_1_1", "add_1_2", "output_1"],
+    "tuple_output": ["input_1", "sin_1_1", "cos_1_2", "output_1", "output_2"],
+    "dict_output": ["input_1", "add_1_1", "mul_1_2", "output_1", "output_2"],
+    "nested_list_output": ["input_1", "exp_1_1", "abs_1_2", "neg_1_3", "output_1", "output_2", "output_3"],
+    "returns_input": ["input_1", "add_1_1", "output_1", "output_2"],
+    "buffers": ["input_1", "buffer_1", "mul_1_1", "buffer_2", "add_1_2", "output_1"],
+    "batchnorm_eval": ["input_1", "buffer_1", "buffer_2", "batchnorm_1_1", "output_1"],
+    "batchnorm_train": ["input_1", "buffer_1", "buffer_2", "batchnorm_1_1", "output_1"],
+    "const_attr": ["input_1", "buffer_1", "add_1_1", "output_1"],
+    "act_attr": ["input_1", "tanh_1_1", "output_1"],
+    "frozen_params": ["input_1", "linear_1_1", "gelu_1_2", "linear_2_3", "output_1"],
+    "shared_block_twice": [
+        "input_1",
+        "linear_1_1:1",
+        "relu_1_2:1",
+        "linear_1_1:2",
+        "relu_1_2:2",
+        "output_1",
+    ],
+    "shared_alias": [
+        "input_1",
+        "linear_1_1:1",
+        "relu_1_2:1",
+        "sub_1_3",
+        "linear_1_1:2",
+        "relu_1_2:2",
+        "output_1",
+    ],
+    "same_linear_two_places": ["input_1", "input_2", "linear_1_1:1", "linear_1_1:2", "add_1_2", "output_1"],
+    "nested3": ["input_1", "linear_1_1", "mul_1_2", "output_1"],
+    "identity": ["input_1", "identity_1_1", "add_1_2", "output_1"],
+    "passthrough": ["input_1", "identity_1_1", "mul_1_2", "output_1"],
+    "sequential": ["input_1", "linear_1_1", "relu_1_2", "linear_2_3", "output_1"],
+    "seq_inside": ["input_1", "linear_1_1", "tanh_1_2", "identity_1_3", "linear_2_4", "output_1"],
+    "spec_loop": ["input_1"]
+    + [lab for k in range(1, 5) for lab in (f"linear_1_1:{k}", f"add_1_2:{k}", f"mul_1_3:{k}")]
+    + ["output_1"],
+    "value_conditional": ["input_1", "sum_1_1", "gt_1_2", "mul_1_3", "output_1"],
+    "cat_stack": ["input_1", "mul_1_1", "cat_1_2", "add_1_3", "stack_1_4", "output_1"],
+    "split_mul": ["input_1", "split_1_1", "split_2_2", "mul_1_3", "output_1"],
+    "max_dim": ["input_1", "max_1_1", "max_2_2", "output_1", "output_2"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_LABELS))
+def test_exact_labels(name: str) -> None:
+    assert labels_of(name) == EXPECTED_LABELS[name]
+
+
+def test_exact_labels_cover_enough_models() -> None:
+    assert len(EXPECTED_LABELS) >= 10
+    assert set(EXPECTED_LABELS) <= set(zoo.ZOO)
+
+
+def parents(log: tl.ModelLog, label: str) -> set[str]:
+    return set(log[label].parent_layers)
+
+
+def test_add_mul_graph() -> None:
+    _, _, _, log = log_case("add_mul")
+    assert log["add_1_1"].parent_layers == ["input_1"]
+    assert log["mul_1_2"].parent_layers == ["add_1_1"]
+    assert log["output_1"].parent_layers == ["mul_1_2"]
+    assert log["add_1_1"].func_name == "__add__"
+    assert log["mul_1_2"].func_name == "__mul__"
+    assert log["add_1_1"].containing_module is None
+    assert log[0] is log["input_1"] and log[-1] is log["output_1"]
+
+
+def test_inplace_ops_keep_identity_and_chain() -> None:
+    model, _, _, log = log_case("inplace_ops")
+    assert model.same_object == [True], "x.add_(1) is x must stay True during logging"
+    assert [log[lab].func_name for lab in ("clone_1_1", "add_1_2", "mul_1_3")] == ["clone", "add_", "mul_"]
+    assert log["add_1_2"].parent_layers == ["clone_1_1"]
+    assert log["mul_1_3"].parent_layers == ["add_1_2"]
+    assert log["output_1"].parent_layers == ["mul_1_3"]
+    x = zoo.ZOO["inplace_ops"].inputs()[0][0]
+    assert torch.equal(log["clone_1_1"].activation, x)
+    assert torch.equal(log["add_1_2"].activation, x + 1)
+    assert torch.equal(log["mul_1_3"].activation, (x + 1) * 2)
+
+
+def test_inplace_relu_and_inplace_on_input() -> None:
+    _, args, _, log = log_case("inplace_relu")
+    x = args[0]
+    assert log["relu_1_2"].func_name == "relu_"
+    assert log["relu_1_2"].parent_layers == ["linear_1_1"]
+    assert log["add_1_3"].func_name == "add_"
+    assert log["add_1_3"].parent_layers == ["input_1"]
+    assert parents(log, "add_2_4") == {"relu_1_2", "add_1_3"}
+    assert log["act"] is log["relu_1_2"]
+    assert log["fc"] is log["linear_1_1"]
+    assert log["relu_1_2"].containing_module == "act:1"
+    # the input activation is a snapshot taken before the in-place add, and the user's tensor is untouched
+    assert torch.equal(log["input_1"].activation, x)
+    assert torch.equal(log["add_1_3"].activation, x + 1)
+    assert torch.equal(x, zoo.ZOO["inplace_relu"].inputs()[0][0])
+
+
+def test_getitem_tensor_index_parents() -> None:
+    _, _, _, log = log_case("getitem")
+    assert log["getitem_1_1"].parent_layers == ["input_1"]
+    assert log["tensor_1_2"].parent_layers == []
+    assert parents(log, "getitem_2_3") == {"input_1", "tensor_1_2"}
+    assert log["getitem_1_1"].func_name == "__getitem__"
+
+
+def test_setitem_is_a_node_on_the_written_tensor() -> None:
+    _, _, _, log = log_case("setitem")
+    e = log["setitem_1_2"]
+    assert e.func_name == "__setitem__"
+    assert e.parent_layers == ["clone_1_1"]
+    assert log["mul_1_3"].parent_layers == ["setitem_1_2"]
+    assert torch.all(e.activation[:, 0] == 0)
+    log2 = log_case("setitem_tensor")[3]
+    assert parents(log2, "setitem_1_3") == {"zeros_1_1", "sum_1_2"}
+    assert parents(log2, "add_1_4") == {"setitem_1_3", "input_1"}
+
+
+def test_factories_are_parentless() -> None:
+    for name, lab in (("zeros", "zeros_1_1"), ("numpy_const", "fromnumpy_1_1"), ("new_zeros", "newzeros_1_1")):
+        log = log_case(name)[3]
+        assert log[lab].parent_layers == [], (name, log[lab].parent_layers)
+        assert log[lab].child_layers == ["add_1_2"]
+        assert parents(log, "add_1_2") == {"input_1", lab}
+    log = log_case("factories")[3]
+    types = [log[lab].layer_type for lab in log.layer_labels]
+    for t in ("zeros", "ones", "arange", "randn", "newzeros", "full"):
+        assert t in types, (t, types)
+    for lab in log.layer_labels:
+        if log[lab].layer_type in ("zeros", "ones", "arange", "randn", "full"):
+            assert log[lab].parent_layers == []
+
+
+def test_orphans_removed() -> None:
+    log = log_case("orphans")[3]
+    assert len(log.orphan_layers) == 2
+    assert all(lab.endswith("_raw") for lab in log.orphan_layers)
+
+
+def test_multiple_inputs_and_kwargs() -> None:
+    log = log_case("two_inputs")[3]
+    assert log.input_layers == ["input_1", "input_2"]
+    assert log["linear_1_1"].parent_layers == ["input_1"]
+    assert parents(log, "mul_1_2") == {"linear_1_1", "input_2"}
+    log = log_case("kwarg_input")[3]
+    assert log.input_layers == ["input_1", "input_2"]
+    assert log["input_1"].io_role == "input.x"
+    assert log["input_2"].io_role == "input.scale"
+    assert parents(log, "mul_1_1") == {"input_1", "input_2"}
+
+
+def test_output_roles() -> None:
+    log = log_case("dict_output")[3]
+    assert [log[lab].io_role for lab in log.output_layers] == ["output.a", "output.b"]
+    assert log["output_1"].parent_layers == ["add_1_1"]
+    assert log["output_2"].parent_layers == ["mul_1_2"]
+    log = log_case("nested_list_output")[3]
+    assert [log[lab].io_role for lab in log.output_layers] == ["output.0", "output.1.0", "output.1.1.0"]
+    log = log_case("tuple_output")[3]
+    assert [log[lab].io_role for lab in log.output_layers] == ["output.0", "output.1"]
+
+
+def test_returns_input_unchanged() -> None:
+    _, args, _, log = log_case("returns_input")
+    assert log["output_1"].parent_layers == ["input_1"]
+    assert log["output_2"].parent_layers == ["add_1_1"]
+    assert torch.equal(log["output_1"].activation, args[0])
+
+
+def test_buffer_nodes() -> None:
+    log = log_case("buffers")[3]
+    assert log.buffer_layers == ["buffer_1", "buffer_2"]
+    assert log["buffer_1"].buffer_address == "scale"
+    assert log["buffer_2"].buffer_address == "shift"
+    assert parents(log, "mul_1_1") == {"input_1", "buffer_1"}
+    assert parents(log, "add_1_2") == {"mul_1_1", "buffer_2"}
+    assert torch.equal(log["buffer_2"].activation, torch.arange(4, dtype=torch.float32))
+    log = log_case("const_attr")[3]
+    assert log["buffer_1"].buffer_address == "const"
+    assert parents(log, "add_1_1") == {"input_1", "buffer_1"}
+
+
+@pytest.mark.parametrize("name", ["batchnorm_eval", "batchnorm_train"])
+def test_batchnorm_buffers(name: str) -> None:
+    model, _, _, log = log_case(name)
+    assert model.training == (name == "batchnorm_train")
+    assert [log[b].buffer_address for b in log.buffer_layers] == ["bn.running_mean", "bn.running_var"]
+    assert parents(log, "batchnorm_1_1") == {"input_1", "buffer_1", "buffer_2"}
+    assert log["batchnorm_1_1"].containing_module == "bn:1"
+    assert log["bn"] is log["batchnorm_1_1"]
+    assert torch.equal(log["buffer_1"].activation, torch.tensor([0.1, -0.2, 0.3, 0.0]))
+    if name == "batchnorm_train":
+        # num_batches_tracked.add_(1) touches neither input nor output: an orphan pair
+        assert len(log.orphan_layers) == 2
+        assert int(model.bn.num_batches_tracked) == 1
+
+
+def test_act_attr_bound_before_wrapping() -> None:
+    """`self.act = torch.tanh` captured while torch is unwrapped must still be logged (spec §7.1)."""
+    tl.unwrap_torch()
+    model = zoo.ActAttr()
+    x = zoo.randn(2, 4)
+    log = tl.log_forward_pass(model, x, random_seed=0)
+    assert log.layer_labels == ["input_1", "tanh_1_1", "output_1"]
+    assert torch.equal(log["output_1"].activation, torch.tanh(x))
+
+
+def test_shared_block_twice_modules() -> None:
+    log = log_case("shared_block_twice")[3]
+    assert log["linear_1_1:1"].containing_module == "block.fc:1"
+    assert log["linear_1_1:2"].containing_module == "block.fc:2"
+    assert log["relu_1_2:1"].containing_module == "block:1"
+    assert log["relu_1_2:2"].containing_module == "block:2"
+    assert log["relu_1_2:2"].modules_exited == ["block"]
+    assert log["block:1"] is log["relu_1_2:1"]
+    assert log["block:2"] is log["relu_1_2:2"]
+    assert log["linear_1_1:2"].parent_layers == ["relu_1_2:1"]
+    assert log["linear_1_1:1"].num_passes == 2
+
+
+def test_same_linear_two_places_is_one_layer() -> None:
+    log = log_case("same_linear_two_places")[3]
+    assert log["linear_1_1:1"].parent_layers == ["input_1"]
+    assert log["linear_1_1:2"].parent_layers == ["input_2"]
+    assert log["linear_1_1:2"].pass_num == 2
+    assert parents(log, "add_1_2") == {"linear_1_1:1", "linear_1_1:2"}
+
+
+def test_nested_three_levels() -> None:
+    log = log_case("nested3")[3]
+    e = log["linear_1_1"]
+    assert e.containing_module == "mid.inner.fc:1"
+    assert e.modules_exited == ["mid.inner.fc", "mid.inner", "mid"]
+    assert log["mid"] is e
+    assert log["mid.inner"] is e
+    assert log["mid.inner.fc:1"] is e
+    assert log["mul_1_2"].containing_module is None
+    assert log["mul_1_2"].modules_exited == []
+
+
+def test_identity_modules() -> None:
+    log = log_case("identity")[3]
+    e = log["identity_1_1"]
+    assert e.parent_layers == ["input_1"]
+    assert e.containing_module == "ident:1"
+    assert e.modules_exited == ["ident"]
+    assert log["ident"] is e
+    log = log_case("passthrough")[3]
+    assert log["pt"] is log["identity_1_1"]
+    assert log["identity_1_1"].parent_layers == ["input_1"]
+    assert log["mul_1_2"].parent_layers == ["identity_1_1"]
+
+
+def test_sequential_lookups() -> None:
+    log = log_case("sequential")[3]
+    assert log["0"] is log["linear_1_1"]
+    assert log["1"] is log["relu_1_2"]
+    assert log["2"] is log["linear_2_3"]
+    log = log_case("seq_inside")[3]
+    assert log["features"] is log["identity_1_3"]
+    assert log["features.2"] is log["identity_1_3"]
+    assert log["identity_1_3"].modules_exited == ["features.2", "features"]
+    assert log["head"] is log["linear_2_4"]
+
+
+def test_spec_loop_passes() -> None:
+    log = log_case("spec_loop")[3]
+    assert log["linear_1_1:3"].parent_layers == ["mul_1_3:2"]
+    assert log["linear_1_1:1"].num_passes == 4
+    assert log["fc:4"] is log["linear_1_1:4"]
+
+
+def test_modulelist_loop_passes() -> None:
+    log = log_case("modulelist_loop")[3]
+    first = log["layers.0:1"]
+    assert first.layer_label == "linear_1_1:1"
+    assert first.num_passes == 3
+    assert log["layers.1:3"].num_passes == 3
+    assert log["layers.1:3"].layer_type == "linear"
+    assert log["layers.0:2"].layer_label == "linear_1_1:2"
+
+
+def test_value_conditional() -> None:
+    log = log_case("value_conditional")[3]
+    assert log["gt_1_2"].parent_layers == ["sum_1_1"]
+    assert log["gt_1_2"].child_layers == []
+    assert log["gt_1_2"].tensor_dtype == torch.bool
+    assert log["mul_1_3"].parent_layers == ["input_1"]
+    log = log_case("shape_conditional")[3]
+    assert log.layer_labels[1] == "getitem_1_1"  # shape tests add no node
+
+
+def test_multi_output_ops() -> None:
+    log = log_case("split_mul")[3]
+    assert log["split_1_1"].parent_layers == ["input_1"]
+    assert log["split_2_2"].parent_layers == ["input_1"]
+    assert parents(log, "mul_1_3") == {"split_1_1", "split_2_2"}
+    log = log_case("max_dim")[3]
+    assert log["max_1_1"].tensor_dtype == torch.float32
+    assert log["max_2_2"].tensor_dtype == torch.int64
+    assert log["output_2"].parent_layers == ["max_2_2"]
+    log = log_case("split_chunk")[3]
+    types = [log[lab].layer_type for lab in log.layer_labels]
+    assert types.count("split") == 2 and types.count("chunk") == 2
+
+
+def test_cat_stack_parents() -> None:
+    log = log_case("cat_stack")[3]
+    assert parents(log, "cat_1_2") == {"input_1", "mul_1_1"}
+    assert parents(log, "stack_1_4") == {"cat_1_2", "add_1_3"}
+
+
+def test_typical_layer_types_present() -> None:
+    cases = {
+        "matmul_einsum": {"matmul", "einsum"},
+        "norm_softmax_dropout": {"linear", "layernorm", "dropout", "softmax"},
+        "embed_lstm": {"embedding", "lstm", "zeros", "linear"},
+        "conv_pool": {"conv2d", "relu", "maxpool2d", "conv1d", "linear"},
+        "attention": {"linear", "scaleddotproductattention"},
+        "frozen_params": {"linear", "gelu"},
+    }
+    for name, want in cases.items():
+        log = log_case(name)[3]
+        types = {log[lab].layer_type for lab in log.layer_labels}
+        assert want <= types, (name, want - types)
+
+
+# --------------------------------------------------------------------------- failures and re-entrancy
+
+
+class Boom(nn.Module):
+    def __init__(self, exc_type: type[BaseException]) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.exc_type = exc_type
+        self.fail = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x) + 1
+        if self.fail:
+            raise self.exc_type("boom inside forward")
+        return h
+
+
+class BoomModel(nn.Module):
+    def __init__(self, exc_type: type[BaseException]) -> None:
+        super().__init__()
+        self.pre = nn.Linear(3, 3)
+        self.boom = Boom(exc_type)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.boom(torch.relu(self.pre(x)))
+
+
+@pytest.mark.parametrize("exc_type", [ValueError, KeyboardInterrupt])
+def test_exception_in_forward_leaves_no_trace(exc_type: type[BaseException]) -> None:
+    torch.manual_seed(0)
+    model = BoomModel(exc_type)
+    before_modules = module_state(model)
+    before_params = param_state(model)
+    x = zoo.randn(2, 3)
+    seen: list[torch.Tensor] = []
+    handles = add_capture_hooks(model, seen)
+    try:
+        with pytest.raises(exc_type, match="boom inside forward"):
+            tl.log_forward_pass(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    assert seen
+    assert nn.Module.__call__ is ORIG_MODULE_CALL
+    assert module_state(model) == before_modules
+    for _, m in model.named_modules():
+        assert "forward" not in m.__dict__
+    assert param_state(model) == before_params
+    assert_untagged([x], "user input")
+    assert_untagged(seen, "tensors seen during the failed pass")
+    # Module.__call__ works normally and nothing is being logged any more
+    y = model.pre(x)
+    assert not hasattr(y, TAG)
+    assert not hasattr(torch.relu(y) + 1, TAG)
+    # a second logging call works, on another model and on the same one
+    log = tl.log_forward_pass(zoo.AddMul(), x)
+    assert log.layer_labels == ["input_1", "add_1_1", "mul_1_2", "output_1"]
+    model.boom.fail = False
+    log = tl.log_forward_pass(model, x)
+    assert log.layer_labels == ["input_1", "linear_1_1", "relu_1_2", "linear_2_3", "add_1_4", "output_1"]
+    assert torch.equal(log["output_1"].activation, model(x))
+
+
+class Reentrant(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tl.log_forward_pass(self.fc, x)
+        return self.fc(x)
+
+
+def test_reentrant_logging_raises() -> None:
+    torch.manual_seed(0)
+    model = Reentrant()
+    x = zoo.randn(2, 3)
+    with pytest.raises(RuntimeError, match="re-entrant"):
+        tl.log_forward_pass(model, x)
+    for _, m in model.named_modules():
+        assert "forward" not in m.__dict__
+    assert_untagged([x], "user input")
+    log = tl.log_forward_pass(model.fc, x)
+    assert log.layer_labels == ["input_1", "linear_1_1", "output_1"]
+    log = tl.log_forward_pass(zoo.AddMul(), x)
+    assert log.layer_labels == ["input_1", "add_1_1", "mul_1_2", "output_1"]
