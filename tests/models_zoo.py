@@ -205,6 +205,14 @@ class ReturnsInput(nn.Module):
         return x, x + 1
 
 
+class DupOutput(nn.Module):
+    """The same tensor returned at two positions (two output nodes, spec §5.4)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y = x * 2
+        return y, y
+
+
 # --------------------------------------------------------------------------- buffers / attributes
 
 
@@ -585,6 +593,7 @@ ZOO: dict[str, Case] = {
     "dict_output": Case(_seeded(DictOutput), _x(2, 3)),
     "nested_list_output": Case(_seeded(NestedListOutput), _x(2, 3)),
     "returns_input": Case(_seeded(ReturnsInput), _x(2, 3)),
+    "dup_output": Case(_seeded(DupOutput), _x(2, 3)),
     "buffers": Case(_seeded(BufferModel), _x(2, 4)),
     "batchnorm_eval": Case(_seeded(BNWrap), _x(3, 4)),
     "batchnorm_train": Case(_seeded(BNWrap), _x(3, 4), train=True),

@@ -23,7 +23,6 @@ except ImportError:  # pytest's --import-mode=append puts tests/ itself on sys.p
 TAG = "_tl_id"
 LABEL_RE = re.compile(r"^[a-z0-9]+_\d+(_\d+)?(:\d+)?$")
 NAMES = sorted(zoo.ZOO)
-ORIG_MODULE_CALL = nn.Module.__call__
 
 
 # --------------------------------------------------------------------------- helpers
@@ -56,6 +55,9 @@ def log_model(model: nn.Module, args: tuple, kwargs: dict, **opts: Any) -> tl.Mo
 
 
 def log_case(name: str) -> tuple[nn.Module, tuple, dict, tl.ModelLog]:
+    # Build with the torch wrappers installed, so that results do not depend on test order
+    # (models built before wrapping are covered by test_model_built_before_wrapping).
+    tl.wrap_torch()
     model, args, kwargs = zoo.build(name)
     a, k = clone_args(args, kwargs)
     return model, args, kwargs, log_model(model, a, k)
@@ -109,6 +111,8 @@ def test_zoo_is_big_enough() -> None:
 def test_log_structure(name: str) -> None:
     _, _, _, log = log_case(name)
     labels = log.layer_labels
+    assert log.output_layers, f"no output node: {labels}"
+    assert len(log) > len(log.input_layers) + len(log.output_layers), f"no operation logged: {labels}"
     assert len(log) == len(labels)
     assert len(set(labels)) == len(labels), f"duplicate labels: {labels}"
     for lab in labels:
@@ -187,6 +191,8 @@ def test_output_activations_match_plain_forward(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_nothing_left_modified(name: str) -> None:
+    tl.wrap_torch()  # the torch wrappers are persistent by design (spec §7.1); compare from a wrapped state
+    module_call = nn.Module.__call__
     model, args, kwargs = zoo.build(name)
     before_modules = module_state(model)
     before_params = param_state(model)
@@ -200,7 +206,7 @@ def test_nothing_left_modified(name: str) -> None:
         for h in handles:
             h.remove()
     assert seen, "hooks saw nothing"
-    assert nn.Module.__call__ is ORIG_MODULE_CALL
+    assert nn.Module.__call__ is module_call
     assert module_state(model) == before_modules
     for _, m in model.named_modules():
         assert "forward" not in m.__dict__
@@ -226,6 +232,16 @@ def test_nothing_left_modified(name: str) -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_repeatable(name: str) -> None:
     assert labels_of(name) == labels_of(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_built_before_wrapping(name: str) -> None:
+    """Wrapping is lazy (spec §7.1): a model built while torch is unwrapped must log identically."""
+    expected = labels_of(name)
+    tl.unwrap_torch()
+    model, args, kwargs = zoo.build(name)
+    log = log_model(model, *clone_args(args, kwargs))
+    assert log.layer_labels == expected
 
 
 # --------------------------------------------------------------------------- exact labels
@@ -262,6 +278,7 @@ EXPECTED_LABELS: dict[str, list[str]] = {
     "dict_output": ["input_1", "add_1_1", "mul_1_2", "output_1", "output_2"],
     "nested_list_output": ["input_1", "exp_1_1", "abs_1_2", "neg_1_3", "output_1", "output_2", "output_3"],
     "returns_input": ["input_1", "add_1_1", "output_1", "output_2"],
+    "dup_output": ["input_1", "mul_1_1", "output_1", "output_2"],
     "buffers": ["input_1", "buffer_1", "mul_1_1", "buffer_2", "add_1_2", "output_1"],
     "batchnorm_eval": ["input_1", "buffer_1", "buffer_2", "batchnorm_1_1", "output_1"],
     "batchnorm_train": ["input_1", "buffer_1", "buffer_2", "batchnorm_1_1", "output_1"],
@@ -377,7 +394,7 @@ def test_setitem_is_a_node_on_the_written_tensor() -> None:
 
 
 def test_factories_are_parentless() -> None:
-    for name, lab in (("zeros", "zeros_1_1"), ("numpy_const", "fromnumpy_1_1"), ("new_zeros", "newzeros_1_1")):
+    for name, lab in (("zeros", "zeros_1_1"), ("numpy_const", "fromnumpy_1_1")):
         log = log_case(name)[3]
         assert log[lab].parent_layers == [], (name, log[lab].parent_layers)
         assert log[lab].child_layers == ["add_1_2"]
@@ -389,6 +406,14 @@ def test_factories_are_parentless() -> None:
     for lab in log.layer_labels:
         if log[lab].layer_type in ("zeros", "ones", "arange", "randn", "full"):
             assert log[lab].parent_layers == []
+
+
+def test_new_zeros_is_parentless() -> None:
+    """Spec §7.3: factory calls inside forward, `new_*` included, are nodes with no parents."""
+    log = log_case("new_zeros")[3]
+    assert log["newzeros_1_1"].child_layers == ["add_1_2"]
+    assert log["newzeros_1_1"].parent_layers == []
+    assert parents(log, "add_1_2") == {"input_1", "newzeros_1_1"}
 
 
 def test_orphans_removed() -> None:
@@ -420,6 +445,13 @@ def test_output_roles() -> None:
     assert [log[lab].io_role for lab in log.output_layers] == ["output.0", "output.1"]
 
 
+def test_same_tensor_returned_twice() -> None:
+    log = log_case("dup_output")[3]
+    assert log["output_1"].parent_layers == ["mul_1_1"]
+    assert log["output_2"].parent_layers == ["mul_1_1"]
+    assert [log[lab].io_role for lab in log.output_layers] == ["output.0", "output.1"]
+
+
 def test_returns_input_unchanged() -> None:
     _, args, _, log = log_case("returns_input")
     assert log["output_1"].parent_layers == ["input_1"]
@@ -448,11 +480,39 @@ def test_batchnorm_buffers(name: str) -> None:
     assert parents(log, "batchnorm_1_1") == {"input_1", "buffer_1", "buffer_2"}
     assert log["batchnorm_1_1"].containing_module == "bn:1"
     assert log["bn"] is log["batchnorm_1_1"]
-    assert torch.equal(log["buffer_1"].activation, torch.tensor([0.1, -0.2, 0.3, 0.0]))
     if name == "batchnorm_train":
         # num_batches_tracked.add_(1) touches neither input nor output: an orphan pair
         assert len(log.orphan_layers) == 2
         assert int(model.bn.num_batches_tracked) == 1
+    # the buffer nodes hold the running statistics the op read (before its in-place update in train mode)
+    assert torch.equal(log["buffer_1"].activation, torch.tensor([0.1, -0.2, 0.3, 0.0]))
+    assert torch.equal(log["buffer_2"].activation, torch.tensor([1.0, 2.0, 0.5, 1.5]))
+
+
+class BufferInplace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("count", torch.zeros(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.count.add_(1)
+        return x + self.count
+
+
+def test_buffer_first_used_by_inplace_op() -> None:
+    """The buffer node records the value the op read (spec §7.2: buffers are logged before the call)."""
+    model = BufferInplace()
+    x = zoo.randn(2, 3)
+    log = tl.log_forward_pass(model, x, random_seed=0)
+    assert log.layer_labels == ["input_1", "buffer_1", "add_1_1", "add_2_2", "output_1"]
+    assert log["buffer_1"].buffer_address == "count"
+    assert log["add_1_1"].func_name == "add_"
+    assert log["add_1_1"].parent_layers == ["buffer_1"]
+    assert parents(log, "add_2_2") == {"input_1", "add_1_1"}
+    assert torch.equal(model.count, torch.ones(3))
+    assert torch.equal(log["add_1_1"].activation, torch.ones(3))
+    assert torch.equal(log["output_1"].activation, x + 1)
+    assert torch.equal(log["buffer_1"].activation, torch.zeros(3)), log["buffer_1"].activation
 
 
 def test_act_attr_bound_before_wrapping() -> None:
@@ -615,6 +675,8 @@ class BoomModel(nn.Module):
 @pytest.mark.parametrize("exc_type", [ValueError, KeyboardInterrupt])
 def test_exception_in_forward_leaves_no_trace(exc_type: type[BaseException]) -> None:
     torch.manual_seed(0)
+    tl.wrap_torch()
+    module_call = nn.Module.__call__
     model = BoomModel(exc_type)
     before_modules = module_state(model)
     before_params = param_state(model)
@@ -628,7 +690,7 @@ def test_exception_in_forward_leaves_no_trace(exc_type: type[BaseException]) -> 
         for h in handles:
             h.remove()
     assert seen
-    assert nn.Module.__call__ is ORIG_MODULE_CALL
+    assert nn.Module.__call__ is module_call
     assert module_state(model) == before_modules
     for _, m in model.named_modules():
         assert "forward" not in m.__dict__
@@ -646,6 +708,20 @@ def test_exception_in_forward_leaves_no_trace(exc_type: type[BaseException]) -> 
     log = tl.log_forward_pass(model, x)
     assert log.layer_labels == ["input_1", "linear_1_1", "relu_1_2", "linear_2_3", "add_1_4", "output_1"]
     assert torch.equal(log["output_1"].activation, model(x))
+
+
+def test_unwrap_restores_module_call() -> None:
+    tl.unwrap_torch()
+    orig_call = nn.Module.__call__
+    orig_tanh = torch.tanh
+    assert orig_call.__module__ == "torch.nn.modules.module"
+    log = tl.log_forward_pass(zoo.IdentityModel(), zoo.randn(2, 3))
+    assert log.layer_labels == ["input_1", "identity_1_1", "add_1_2", "output_1"]
+    tl.unwrap_torch()
+    assert nn.Module.__call__ is orig_call
+    assert torch.tanh is orig_tanh
+    for m in zoo.IdentityModel().modules():
+        assert "forward" not in m.__dict__
 
 
 class Reentrant(nn.Module):

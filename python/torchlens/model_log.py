@@ -104,13 +104,15 @@ class ModelLog:
         nid = self._node_ids[pos]
         return f"{self._layer_type(pos)}_{nid + 1}_raw"
 
-    def _shape(self, pos: int) -> tuple[int, ...]:
+    def _meta(self, pos: int) -> tuple[tuple[int, ...], torch.dtype, str]:
         s = self._cap.session
-        return s.shapes[s.shape_ids[self._record_index(pos)]]
+        return s.metas[s.meta_ids[self._record_index(pos)]]
+
+    def _shape(self, pos: int) -> tuple[int, ...]:
+        return self._meta(pos)[0]
 
     def _dtype(self, pos: int) -> torch.dtype:
-        s = self._cap.session
-        return s.dtypes[s.dtype_ids[self._record_index(pos)]]
+        return self._meta(pos)[1]
 
     def _memory(self, pos: int) -> int:
         n = 1
@@ -125,8 +127,7 @@ class ModelLog:
             return None
         if self._kind(pos) in (0, 1):
             return "none"
-        s = self._cap.session
-        return s.gradfns[s.gradfn_ids[self._node_ids[pos]]]
+        return self._meta(pos)[2]
 
     def _activation(self, pos: int) -> torch.Tensor | None:
         return self._saved.get(self._node_ids[pos])

@@ -12,6 +12,8 @@ from .session import Session
 from .strings import intern
 
 _TENSOR_DEPTH = 4
+TAG = hot.TAG
+_ALWAYS = 1 << 62  # nn.Identity: every output gets an identity node
 
 
 def _replace_outputs(out: Any, fix: Any, depth: int = 0) -> Any:
@@ -34,29 +36,12 @@ def _replace_outputs(out: Any, fix: Any, depth: int = 0) -> Any:
     return out
 
 
-def _input_tags(args: tuple, kwargs: dict) -> set[int]:
-    """Node ids of the labelled tensors a module received (a module returning one unchanged gets an identity node)."""
-    tags: set[int] = set()
-
-    def walk(a: Any, depth: int) -> None:
-        if isinstance(a, Tensor):
-            tg = getattr(a, hot.TAG, None)
-            if tg is not None:
-                tags.add(tg)
-        elif depth < _TENSOR_DEPTH and isinstance(a, tuple | list):
-            for b in a:
-                walk(b, depth + 1)
-        elif depth < _TENSOR_DEPTH and isinstance(a, dict):
-            for b in a.values():
-                walk(b, depth + 1)
-
-    walk(args, 0)
-    walk(kwargs, 0)
-    return tags
-
-
 class PreparedModel:
-    """Everything done to a model for one session, so that `restore()` can undo it exactly."""
+    """Module addresses, parameter ids and buffer tags of one model for one session.
+
+    Module calls are seen through the class-level `nn.Module.__call__` wrapper installed with the
+    torch wrappers, so nothing is patched on the model's own modules.
+    """
 
     def __init__(self, model: nn.Module, session: Session) -> None:
         self.model = model
@@ -66,93 +51,104 @@ class PreparedModel:
         self.modules: list[nn.Module] = []
         self.module_types: list[str] = []
         self.pass_counts: list[int] = []
-        self._patched: list[tuple[nn.Module, bool, Any]] = []
+        self.addr_ids: list[int] = []
+        self.identity: list[bool] = []
 
     def prepare(self) -> None:
-        for addr, mod in self.model.named_modules(remove_duplicate=False):
-            if mod is self.model or addr == "":
-                continue
+        """One walk over the module tree: addresses, parameters, buffers and tensor attributes."""
+        session = self.session
+        index = session.module_index
+        addresses = self.addresses
+        all_addresses = self.all_addresses
+        param_ids = session.param_ids
+        params = session.params
+        order: list[nn.Module] = []
+        stack: list[tuple[str, nn.Module]] = [("", self.model)]
+        visited: set[int] = set()
+        while stack:
+            addr, mod = stack.pop()
             key = id(mod)
-            self.all_addresses.setdefault(key, []).append(addr)
-            self.addresses[key] = addr
-        seen: set[int] = set()
-        for _, mod in self.model.named_modules(remove_duplicate=False):
-            if id(mod) in seen:
+            if mod is not self.model:
+                all_addresses.setdefault(key, []).append(addr)
+                addresses[key] = addr  # a module registered under several names keeps the last one
+            if key in visited:
                 continue
-            seen.add(id(mod))
-            if mod is self.model:
-                continue
-            self._wrap_module(mod, self.addresses[id(mod)])
-        for addr, p in self.model.named_parameters(remove_duplicate=True):
-            if id(p) not in self.session.param_ids:
-                self.session.param_ids[id(p)] = len(self.session.params)
-                self.session.params.append((addr, p))
-        for maddr, mod in [("", self.model), *((self.addresses[id(m)], m) for m in self.modules)]:
-            prefix = f"{maddr}." if maddr else ""
-            for name, buf in mod._buffers.items():
-                if buf is not None and isinstance(buf, Tensor) and not isinstance(buf, nn.Parameter):
-                    self.session.register_buffer_tensor(buf, prefix + name)
-            for name, val in vars(mod).items():
+            visited.add(key)
+            order.append(mod)
+            prefix = f"{addr}." if addr else ""
+            d = mod.__dict__
+            for name, p in d["_parameters"].items():
+                if p is not None and id(p) not in param_ids:
+                    param_ids[id(p)] = len(params)
+                    params.append((prefix + name, p))
+            for name, buf in d["_buffers"].items():
+                if buf is not None and isinstance(buf, Tensor):
+                    session.register_buffer_tensor(buf, prefix + name)
+            # Built-in torch.nn layers keep their tensors in _parameters/_buffers; only user classes
+            # can hold plain tensor attributes, so only their __dict__ needs a scan.
+            scan_attrs = not type(mod).__module__.startswith("torch.nn.modules")
+            for name, val in d.items() if scan_attrs else ():
                 if type(val) is Tensor:
-                    self.session.register_buffer_tensor(val, prefix + name)
-                elif isinstance(val, list | tuple) and not name.startswith("_"):
+                    session.register_buffer_tensor(val, prefix + name)
+                elif type(val) is list and val and name[0] != "_" and type(val[0]) is Tensor:
                     for i, v in enumerate(val):
                         if type(v) is Tensor:
-                            self.session.register_buffer_tensor(v, f"{prefix}{name}.{i}")
+                            session.register_buffer_tensor(v, f"{prefix}{name}.{i}")
+            children = d["_modules"]
+            if children:
+                for name, child in reversed(children.items()):
+                    if child is not None:
+                        stack.append((prefix + name, child))
+        for mod in order:
+            if mod is self.model:
+                continue
+            index[id(mod)] = len(self.modules)
+            self.modules.append(mod)
+            self.module_types.append(type(mod).__name__)
+            self.addr_ids.append(intern(addresses[id(mod)]))
+            self.identity.append(isinstance(mod, nn.Identity))
+        self.pass_counts = [0] * len(self.modules)
+        session.prepared = self
 
-    def _wrap_module(self, mod: nn.Module, addr: str) -> None:
-        index = len(self.modules)
-        self.modules.append(mod)
-        self.module_types.append(type(mod).__name__)
-        self.pass_counts.append(0)
-        had_own = "forward" in mod.__dict__
-        orig_forward = mod.forward
-        addr_id = intern(addr)
-        is_identity = isinstance(mod, nn.Identity)
+    def call_module(self, index: int, orig_call: Any, mod: nn.Module, args: tuple, kwargs: dict) -> Any:
         session = self.session
-        counts = self.pass_counts
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            if hot._session is not session:
-                return orig_forward(*args, **kwargs)
-            k = counts[index] + 1
-            counts[index] = k
-            inputs = None if is_identity else _input_tags(args, kwargs)
-            prev = session.enter_module(addr_id, k)
-            try:
-                out = orig_forward(*args, **kwargs)
-
-                def fix(t: Tensor) -> Tensor:
-                    tg = getattr(t, hot.TAG, None)
-                    if tg is None:
-                        return t
-                    if is_identity or (inputs is not None and tg in inputs) or tg < 0:
-                        t = session.log_identity(t)
-                        tg = getattr(t, hot.TAG)
+        k = self.pass_counts[index] + 1
+        self.pass_counts[index] = k
+        addr_id = self.addr_ids[index]
+        # Any output node older than this is a pass-through (an input or an earlier tensor returned
+        # unchanged) and gets an identity node so the module has an output of its own (spec §7.4).
+        first_new = _ALWAYS if self.identity[index] else len(session.records)
+        prev = session.enter_module(addr_id, k)
+        try:
+            out = orig_call(mod, *args, **kwargs)
+            if type(out) is Tensor:
+                tg = getattr(out, TAG, None)
+                if tg is not None:
+                    if tg < first_new:
+                        out = session.log_identity(out)
+                        tg = getattr(out, TAG)
                     session.module_exits.append((tg, addr_id, k))
-                    return t
+            else:
+                out = _replace_outputs(out, lambda t: self._exit_tensor(t, addr_id, k, first_new))
+        finally:
+            session.stack_id = prev
+        return out
 
-                out = _replace_outputs(out, fix)
-            finally:
-                session.stack_id = prev
-            return out
-
-        mod.forward = forward  # type: ignore[method-assign]
-        self._patched.append((mod, had_own, orig_forward))
+    def _exit_tensor(self, t: Tensor, addr_id: int, k: int, first_new: int) -> Tensor:
+        tg = getattr(t, TAG, None)
+        if tg is None:
+            return t
+        if tg < first_new:
+            t = self.session.log_identity(t)
+            tg = getattr(t, TAG)
+        self.session.module_exits.append((tg, addr_id, k))
+        return t
 
     def module_passes(self) -> list[tuple[int, int]]:
-        return [(intern(self.addresses[id(m)]), n) for m, n in zip(self.modules, self.pass_counts, strict=True) if n]
+        return [(a, n) for a, n in zip(self.addr_ids, self.pass_counts, strict=True) if n]
 
     def restore(self) -> None:
-        for mod, had_own, orig in reversed(self._patched):
-            if had_own:
-                mod.forward = orig  # type: ignore[method-assign]
-            else:
-                try:
-                    del mod.forward
-                except AttributeError:
-                    pass
-        self._patched.clear()
+        """Nothing on the model itself is changed; buffer tags are removed by the session."""
 
 
 def model_device(model: nn.Module) -> torch.device:

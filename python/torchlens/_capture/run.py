@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import inspect
 import random
 import threading
@@ -131,6 +132,10 @@ def run_capture(
         )
     session = Session(save, detach)
     prepared = PreparedModel(model, session)
+    # The capture allocates many small objects; a cyclic GC sweep over a large model mid-forward
+    # costs more than the whole capture, and nothing created here forms cycles that must die early.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         wrap.ensure_wrapped()
         device = model_device(model)
@@ -167,6 +172,10 @@ def run_capture(
         hot.set_session(None)
         prepared.restore()
         session.strip_tags()
+        session.module_index.clear()
+        session.prepared = None
+        if gc_was_enabled:
+            gc.enable()
         _lock.release()
 
 

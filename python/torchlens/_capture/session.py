@@ -57,15 +57,10 @@ class Session:
 
     def __init__(self, save: str | frozenset[int] | None, detach: bool = False) -> None:
         self.records: list[tuple] = []
-        self.shape_ids = array("q")
-        self.dtype_ids = array("q")
-        self.gradfn_ids = array("q")
-        self.shapes: list[tuple[int, ...]] = []
-        self._shape_index: dict[Any, int] = {}
-        self.dtypes: list[Any] = []
-        self._dtype_index: dict[Any, int] = {}
-        self.gradfns: list[str] = []
-        self._gradfn_index: dict[Any, int] = {}
+        # Per node: an id into `metas`, the interned (shape, dtype, grad_fn class name) triples.
+        self.meta_ids = array("q")
+        self.metas: list[tuple[tuple[int, ...], Any, str]] = []
+        self._meta_index: dict[Any, int] = {}
         self.saved: dict[int, Tensor] = {}
         self.save_all = save == "all"
         self.save_set: frozenset[int] | None = save if isinstance(save, frozenset) else None
@@ -76,6 +71,8 @@ class Session:
         self._stack_index: dict[tuple[int, int, int], int] = {}
         self.module_exits: list[tuple[int, int, int]] = []
         self.param_ids: dict[int, int] = {}
+        self.module_index: dict[int, int] = {}
+        self.prepared: Any = None
         self.params: list[tuple[str, Parameter]] = []
         self.buffer_roles: list[int] = []
         self.buffer_tensors: list[Tensor] = []
@@ -147,16 +144,30 @@ class Session:
     def _log(self, t: Tensor, fid: int, tid: int, out_index: int, args: tuple, kwargs: dict, same: bool) -> None:
         parents: list[int] = []
         params: list[int] = []
-        self._scan(args, parents, params)
+        toks: list[Any] = []
+        for a in args:
+            ta = _type(a)
+            if ta is Tensor:
+                tg = _getattr(a, TAG, None)
+                if tg is not None:
+                    if tg < 0:
+                        tg = self._log_buffer(a, tg)
+                    parents.append(tg)
+                toks.append(a.shape)
+            elif ta is Parameter:
+                pid = self.param_ids.get(id(a))
+                if pid is not None:
+                    params.append(pid)
+            elif ta in _SCALARS:
+                toks.append(a)
+            else:
+                if ta is tuple or ta is list or isinstance(a, Tensor):
+                    self._scan((a,), parents, params)
+                toks.append(_tok(a))
         if kwargs:
             self._scan(kwargs.values(), parents, params)
-        if params:
-            arg_hash = 0
-        else:
-            toks = [_tok(a) for a in args]
-            if kwargs:
-                toks.append(tuple([(k, _tok(v)) for k, v in kwargs.items()]))
-            arg_hash = _hash(tuple(toks)) & _MASK
+            toks.append(tuple([(k, _tok(v)) for k, v in kwargs.items()]))
+        arg_hash = 0 if params else _hash(tuple(toks)) & _MASK
         nid = _len(self.records)
         self.records.append((2, fid, tid, arg_hash, out_index, self.stack_id, tuple(params), tuple(parents), NO_STR))
         self._tag_and_meta(t, nid)
@@ -165,24 +176,12 @@ class Session:
         if _getattr(t, TAG, None) is None:
             self.tagged.append(weakref.ref(t))
         _setattr(t, TAG, nid)
-        shape = t.shape
-        sid = self._shape_index.get(shape)
-        if sid is None:
-            sid = self._shape_index[shape] = _len(self.shapes)
-            self.shapes.append(tuple(shape))
-        self.shape_ids.append(sid)
-        dt = t.dtype
-        did = self._dtype_index.get(dt)
-        if did is None:
-            did = self._dtype_index[dt] = _len(self.dtypes)
-            self.dtypes.append(dt)
-        self.dtype_ids.append(did)
-        gf = _type(t.grad_fn)
-        gid = self._gradfn_index.get(gf)
-        if gid is None:
-            gid = self._gradfn_index[gf] = _len(self.gradfns)
-            self.gradfns.append(gf.__name__)
-        self.gradfn_ids.append(gid)
+        key = (t.shape, t.dtype, _type(t.grad_fn))
+        mid = self._meta_index.get(key)
+        if mid is None:
+            mid = self._meta_index[key] = _len(self.metas)
+            self.metas.append((tuple(key[0]), key[1], key[2].__name__))
+        self.meta_ids.append(mid)
         if self.save_all or (self.save_set is not None and nid in self.save_set):
             self.saved[nid] = self._copy(t)
 

@@ -70,6 +70,7 @@ class _Target:
 
 
 _targets: list[_Target] = []
+_module_call_original: Any = None
 _wrappers_by_orig: dict[int, Any] = {}
 _wrapped_ids: dict[int, Any] = {}  # id(original callable) -> wrapper, for the reference crawl
 _installed = False
@@ -210,6 +211,7 @@ def wrap_torch() -> None:
             setattr(t.owner, t.name, t.wrapper)
     finally:
         _restore_sq_item()
+    _install_module_call()
     _installed = True
     _crawl_new_modules()
 
@@ -219,6 +221,7 @@ def unwrap_torch() -> None:
     global _installed
     if not _installed:
         return
+    _remove_module_call()
     try:
         for t in _targets:
             if t.owner is torch.Tensor and not t.had_own:
@@ -282,3 +285,30 @@ def original_of(wrapper: Any) -> Any:
         if t.wrapper is wrapper:
             return t.original
     return None
+
+
+def _install_module_call() -> None:
+    """Route every module call through the active session (one class-level patch, not per module)."""
+    global _module_call_original
+    if _module_call_original is not None:
+        return
+    orig = torch.nn.Module.__dict__["__call__"]
+    _module_call_original = orig
+
+    def __call__(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        s = hot._session
+        if s is None:
+            return orig(self, *args, **kwargs)
+        idx = s.module_index.get(id(self))
+        if idx is None:
+            return orig(self, *args, **kwargs)
+        return s.prepared.call_module(idx, orig, self, args, kwargs)
+
+    torch.nn.Module.__call__ = __call__  # type: ignore[method-assign]
+
+
+def _remove_module_call() -> None:
+    global _module_call_original
+    if _module_call_original is not None:
+        torch.nn.Module.__call__ = _module_call_original  # type: ignore[method-assign]
+        _module_call_original = None

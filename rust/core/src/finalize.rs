@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 use crate::error::{CoreError, Result};
 use crate::fingerprint::Fingerprints;
 use crate::graph::{self, Adjacency, NONE, Source};
-use crate::labels::{self, KeyIndex, LabelForm, Numbers, TypeName};
+use crate::labels::{self, KeyHash, KeyIndex, LabelForm, Numbers, TypeName};
 use crate::loops::{self, Layers};
 use crate::record::{CaptureBatch, ModulePass, NO_STR, NodeKind, StrId};
 
@@ -49,6 +49,8 @@ pub struct Finalized {
     module_passes: FxHashMap<StrId, u32>,
     timings: Vec<(&'static str, f64)>,
     index: OnceLock<KeyIndex>,
+    exact: OnceLock<KeyHash>,
+    folded: OnceLock<KeyHash>,
 }
 
 /// Runs the whole core pipeline on one capture batch.
@@ -136,6 +138,8 @@ pub fn finalize(batch: &CaptureBatch, opts: &Options) -> Result<Finalized> {
         module_passes,
         timings,
         index: OnceLock::new(),
+        exact: OnceLock::new(),
+        folded: OnceLock::new(),
     })
 }
 
@@ -338,12 +342,18 @@ impl Finalized {
 
     /// Exact string key -> position (the first entry producing the key wins).
     pub fn lookup(&self, key: &str) -> Option<u32> {
-        self.index().get(key)
+        let keys_of = |pos: usize, buf: &mut Vec<String>| self.push_keys(pos, buf);
+        self.exact
+            .get_or_init(|| KeyHash::build(self.len(), false, keys_of))
+            .get(key, keys_of)
     }
 
-    /// Case-insensitive exact key -> position.
+    /// Case-insensitive exact key -> position (the first entry producing a matching key wins).
     pub fn lookup_ci(&self, key: &str) -> Option<u32> {
-        self.index().get_ci(key)
+        let keys_of = |pos: usize, buf: &mut Vec<String>| self.push_keys(pos, buf);
+        self.folded
+            .get_or_init(|| KeyHash::build(self.len(), true, keys_of))
+            .get(key, keys_of)
     }
 
     /// Keys containing `needle` (case-sensitive) with their positions, in key order.

@@ -140,45 +140,33 @@ pub fn format_label(name: &str, io: bool, type_num: u32, total_num: u32, pass: u
 }
 
 /// Sorted, de-duplicated lookup keys with the first position that produced each
-/// (first entry in execution order wins).
+/// (first entry in execution order wins). Used for substring searches.
 #[derive(Clone, Debug, Default)]
 pub struct KeyIndex {
     keys: Vec<(String, u32)>,
-    lower: Vec<(String, u32)>,
 }
 
 impl KeyIndex {
     /// Builds the index from every position's keys; `keys_of(pos, buf)` appends keys to `buf`.
     pub fn build(n: usize, mut keys_of: impl FnMut(usize, &mut Vec<String>)) -> Self {
-        let mut owner: FxHashMap<String, u32> = FxHashMap::default();
+        let mut keys = Vec::new();
         let mut buf = Vec::new();
         for pos in 0..n {
-            buf.clear();
             keys_of(pos, &mut buf);
-            for key in buf.drain(..) {
-                owner.entry(key).or_insert(pos as u32);
-            }
+            keys.extend(buf.drain(..).map(|k| (k, pos as u32)));
         }
-        let mut keys: Vec<(String, u32)> = owner.into_iter().collect();
+        // Sorting by (key, position) puts the first owner of every key first.
         keys.sort_unstable();
-        let mut lower_owner: FxHashMap<String, u32> = FxHashMap::default();
-        for (key, pos) in &keys {
-            let slot = lower_owner.entry(key.to_lowercase()).or_insert(*pos);
-            *slot = (*slot).min(*pos);
-        }
-        let mut lower: Vec<(String, u32)> = lower_owner.into_iter().collect();
-        lower.sort_unstable();
-        Self { keys, lower }
+        keys.dedup_by(|later, first| later.0 == first.0);
+        Self { keys }
     }
 
     /// Exact lookup.
     pub fn get(&self, key: &str) -> Option<u32> {
-        find(&self.keys, key)
-    }
-
-    /// Case-insensitive exact lookup.
-    pub fn get_ci(&self, key: &str) -> Option<u32> {
-        find(&self.lower, &key.to_lowercase())
+        self.keys
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.keys[i].1)
     }
 
     /// Keys containing `needle` (case-sensitive), in key order.
@@ -207,11 +195,83 @@ impl KeyIndex {
     }
 }
 
-fn find(sorted: &[(String, u32)], key: &str) -> Option<u32> {
-    sorted
-        .binary_search_by(|(k, _)| k.as_str().cmp(key))
-        .ok()
-        .map(|i| sorted[i].1)
+/// Exact key -> first owner, storing 64-bit key hashes instead of strings.
+///
+/// Building the sorted [`KeyIndex`] for a million entries takes seconds (millions of strings
+/// to keep and sort); this index keeps one `u64` per key and re-creates the owner's keys to
+/// confirm a hit, so it stays exact. Keys whose hash collides with a different key are kept
+/// verbatim in `collisions`.
+#[derive(Clone, Debug, Default)]
+pub struct KeyHash {
+    first: FxHashMap<u64, u32>,
+    collisions: FxHashMap<String, u32>,
+    fold_case: bool,
+}
+
+fn hash_key(key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    key.hash(&mut h);
+    h.finish()
+}
+
+impl KeyHash {
+    /// Builds the index; with `fold_case`, keys are compared lower-cased.
+    pub fn build(n: usize, fold_case: bool, mut keys_of: impl FnMut(usize, &mut Vec<String>)) -> Self {
+        let mut index = Self {
+            first: FxHashMap::default(),
+            collisions: FxHashMap::default(),
+            fold_case,
+        };
+        index.first.reserve(n * 4);
+        let mut buf = Vec::new();
+        let mut owner_keys = Vec::new();
+        for pos in 0..n {
+            keys_of(pos, &mut buf);
+            for key in buf.drain(..) {
+                let key = if fold_case { key.to_lowercase() } else { key };
+                let owner = *index.first.entry(hash_key(&key)).or_insert(pos as u32);
+                if owner != pos as u32 && !index.owns(owner, &key, &mut owner_keys, &mut keys_of) {
+                    index.collisions.entry(key).or_insert(pos as u32);
+                }
+            }
+        }
+        index
+    }
+
+    fn owns(
+        &self,
+        pos: u32,
+        key: &str,
+        scratch: &mut Vec<String>,
+        keys_of: &mut impl FnMut(usize, &mut Vec<String>),
+    ) -> bool {
+        scratch.clear();
+        keys_of(pos as usize, scratch);
+        scratch.iter().any(|k| {
+            if self.fold_case {
+                k.to_lowercase() == key
+            } else {
+                k == key
+            }
+        })
+    }
+
+    /// The first position producing `key` (compared lower-cased when built with `fold_case`).
+    pub fn get(&self, key: &str, mut keys_of: impl FnMut(usize, &mut Vec<String>)) -> Option<u32> {
+        let folded;
+        let key = if self.fold_case {
+            folded = key.to_lowercase();
+            folded.as_str()
+        } else {
+            key
+        };
+        if let Some(&pos) = self.collisions.get(key) {
+            return Some(pos);
+        }
+        let &pos = self.first.get(&hash_key(key))?;
+        self.owns(pos, key, &mut Vec::new(), &mut keys_of).then_some(pos)
+    }
 }
 
 #[cfg(test)]
@@ -235,17 +295,24 @@ mod tests {
 
     #[test]
     fn first_owner_wins_and_ci() {
-        let idx = KeyIndex::build(2, |pos, buf| {
+        let keys = |pos: usize, buf: &mut Vec<String>| {
             buf.push("head".into());
             buf.push(if pos == 0 { "Linear_2".into() } else { "output_1".into() });
-        });
+        };
+        let idx = KeyIndex::build(2, keys);
         assert_eq!(idx.get("head"), Some(0));
         assert_eq!(idx.get("output_1"), Some(1));
-        assert_eq!(idx.get_ci("LINEAR_2"), Some(0));
         assert_eq!(
             idx.containing("_"),
             vec![("Linear_2".to_string(), 0), ("output_1".to_string(), 1)]
         );
         assert_eq!(idx.containing_ci("linear").len(), 1);
+        let exact = KeyHash::build(2, false, keys);
+        assert_eq!(exact.get("head", keys), Some(0));
+        assert_eq!(exact.get("output_1", keys), Some(1));
+        assert_eq!(exact.get("linear_2", keys), None);
+        let ci = KeyHash::build(2, true, keys);
+        assert_eq!(ci.get("LINEAR_2", keys), Some(0));
+        assert_eq!(ci.get("nothing", keys), None);
     }
 }

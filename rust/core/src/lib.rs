@@ -30,6 +30,7 @@ pub mod error;
 pub mod finalize;
 pub mod fingerprint;
 pub mod graph;
+mod iso;
 pub mod labels;
 pub mod loops;
 pub mod record;

@@ -72,7 +72,15 @@ proptest! {
             for (pos, label) in labels.iter().enumerate() {
                 prop_assert_eq!(fin.lookup(label), Some(pos as u32));
                 prop_assert!(fin.lookup_keys(pos).unwrap().contains(label));
+                prop_assert!(fin.lookup_ci(&label.to_uppercase()).is_some_and(|p| p as usize <= pos));
             }
+            // The hashed exact index agrees with the sorted one on every key.
+            let all = fin.find_substring("");
+            for (key, owner) in &all {
+                prop_assert_eq!(fin.lookup(key), Some(*owner));
+                prop_assert!(fin.lookup_keys(*owner as usize).unwrap().contains(key));
+            }
+            prop_assert_eq!(fin.lookup("no such key"), None);
             prop_assert_eq!(fin.len() + fin.removed().len(), inputs + ops.len() + outputs.len());
             let ops_kept = fin.kinds().iter().filter(|k| **k == torchlens_core::NodeKind::Op).count();
             prop_assert_eq!(fin.num_operations() as usize, ops_kept);

@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::synthetic;
+use common::{Stream, synthetic};
 use torchlens_core::{CaptureBatch, Options, finalize};
 
 const N: usize = 1_000_000;
@@ -58,4 +58,24 @@ fn million_op_mlp_both_modes() {
     let (reduced, _) = timed(&batch, false);
     assert_eq!(full.num_layers(), N + 2);
     assert_eq!(full.labels(), reduced.labels());
+}
+
+#[test]
+fn long_identical_parameter_free_branches_stay_linear() {
+    // Two branches with the same fingerprint sequence: every fingerprint has two members, and
+    // without the "already explored" guard each would re-expand both branches (quadratic).
+    let n = 100_000;
+    let mut s = Stream::new();
+    let x = s.input("input.x", 1);
+    let (mut a, mut b) = (x, x);
+    for i in 0..n {
+        a = s.op_h("sin", i, &[a]);
+    }
+    for i in 0..n {
+        b = s.op_h("sin", i, &[b]);
+    }
+    let c = s.op("cat", &[a, b]);
+    s.output(c, "output", 1);
+    let (fin, _) = timed(&s.batch(), true);
+    assert_eq!(fin.num_layers(), 2 * n as usize + 3);
 }

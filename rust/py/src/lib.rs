@@ -12,7 +12,7 @@ mod _core {
     use pyo3::exceptions::PyIndexError;
     use pyo3::prelude::*;
     use pyo3::types::{PyDict, PyList, PyTuple};
-    use torchlens_core::{Finalized, LabelForm, Options};
+    use torchlens_core::{Adjacency, Finalized, LabelForm, Options};
 
     use crate::convert::batch_from_py;
     use crate::errors::CoreErrorWrapper;
@@ -50,6 +50,14 @@ mod _core {
             .detach(|| torchlens_core::finalize(&batch, &Options { detect_loops }))
             .map_err(CoreErrorWrapper::from)?;
         Ok(PyFinalized { inner })
+    }
+
+    /// One Python list of ints per node, without intermediate `Vec`s.
+    fn adjacency_list<'py>(py: Python<'py>, adj: &Adjacency) -> PyResult<Bound<'py, PyList>> {
+        let lists = (0..adj.len())
+            .map(|i| PyList::new(py, adj.get(i)))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, lists)
     }
 
     /// Handle on the result of `finalize`: columns over the retained nodes.
@@ -128,14 +136,12 @@ mod _core {
             self.inner.layer_groups().to_vec()
         }
 
-        fn parents(&self) -> Vec<Vec<u32>> {
-            let adj = self.inner.parents();
-            (0..adj.len()).map(|i| adj.get(i).to_vec()).collect()
+        fn parents<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+            adjacency_list(py, self.inner.parents())
         }
 
-        fn children(&self) -> Vec<Vec<u32>> {
-            let adj = self.inner.children();
-            (0..adj.len()).map(|i| adj.get(i).to_vec()).collect()
+        fn children<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+            adjacency_list(py, self.inner.children())
         }
 
         fn fingerprints(&self) -> Vec<String> {
