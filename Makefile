@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 export PIP_ROOT_USER_ACTION = ignore
 
-.PHONY: help deps build-dev build-prod build-profiling format lint test test-rust test-python demo bench bench-quick clean
+.PHONY: help deps build-dev build-prod build-profiling format lint test test-rust test-python demo bench bench-quick bench-peer clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -56,6 +56,15 @@ bench: build-prod  ## full benchmark suite -> benches/results/latest.json + .md
 
 bench-quick: build-prod  ## small benchmark subset (smoke test; never fails on timing)
 	$(PYTHON) benches/run.py --mode quick
+
+PEER_VENV ?= /tmp/torchlens-peer-venv
+bench-peer: build-prod  ## same benchmarks for us and TorchLens 2.15.0 (separate venv), side by side
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(PEER_VENV)
+	$(PEER_VENV)/bin/python -c "import torchlens, sys; sys.exit(torchlens.__version__ != '2.15.0')" 2>/dev/null || \
+		$(PEER_VENV)/bin/pip install -q "torchlens==2.15.0"
+	$(PYTHON) benches/run.py --mode full --out benches/results/latest.json
+	$(PYTHON) benches/run.py --mode full --impl peer --python $(PEER_VENV)/bin/python --out benches/results/peer.json
+	$(PYTHON) benches/compare.py benches/results/latest.json benches/results/peer.json
 
 clean:
 	rm -rf target python/torchlens/_core*.so benches/results/latest.*

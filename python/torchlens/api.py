@@ -139,6 +139,8 @@ def log_forward_pass(
         raise NotImplementedError("Gradient capture is not available in this release yet.")
     if activation_postfunc is not None:
         raise NotImplementedError("activation_postfunc is not available in this release yet.")
+    if not keep_unsaved_layers:
+        raise NotImplementedError("keep_unsaved_layers=False is not available in this release yet.")
 
     if random_seed is None:
         random_seed = random.randint(1, 4294967294)
@@ -178,8 +180,6 @@ def log_forward_pass(
         log._cap = cap2
         log._records = cap2.session.records
         _attach_outputs(log, cap2, saved)
-        if not keep_unsaved_layers:
-            log._drop_unsaved()
     if output_device != "same":
         for k, v in saved.items():
             saved[k] = v.to(output_device)

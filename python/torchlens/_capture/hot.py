@@ -21,6 +21,7 @@ TAG = "_tl_id"
 
 FLAG_INPLACE = 1
 FLAG_RETURNS_NONE_SELF = 2
+FLAG_SELF_NOT_PARENT = 4  # x.new_zeros(...) only borrows dtype/device from x (spec §7.3)
 
 _INPLACE_EXTRA = frozenset({"__setitem__", "__delitem__"})
 _NONE_SELF = frozenset({"__setitem__", "__delitem__", "zero_"})
@@ -33,6 +34,8 @@ def flags_for(name: str) -> int:
         flags |= FLAG_INPLACE
     if name in _NONE_SELF:
         flags |= FLAG_RETURNS_NONE_SELF
+    if name.startswith("new_"):
+        flags |= FLAG_SELF_NOT_PARENT
     return flags
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import hot
+from . import hot, wrap
 from .session import Session
 from .strings import intern
 
@@ -53,6 +53,7 @@ class PreparedModel:
         self.pass_counts: list[int] = []
         self.addr_ids: list[int] = []
         self.identity: list[bool] = []
+        self._patched_attrs: list[tuple[dict, str, Any, Any]] = []
 
     def prepare(self) -> None:
         """One walk over the module tree: addresses, parameters, buffers and tensor attributes."""
@@ -62,6 +63,7 @@ class PreparedModel:
         all_addresses = self.all_addresses
         param_ids = session.param_ids
         params = session.params
+        wrapped_ids = wrap._wrapped_ids if wrap.is_wrapped() else {}
         order: list[nn.Module] = []
         stack: list[tuple[str, nn.Module]] = [("", self.model)]
         visited: set[int] = set()
@@ -88,7 +90,12 @@ class PreparedModel:
             # can hold plain tensor attributes, so only their __dict__ needs a scan.
             scan_attrs = not type(mod).__module__.startswith("torch.nn.modules")
             for name, val in d.items() if scan_attrs else ():
-                if type(val) is Tensor:
+                wrapper = wrapped_ids.get(id(val)) if callable(val) else None
+                if wrapper is not None:
+                    # `self.act = torch.tanh` captured the original before wrapping (spec §7.1).
+                    d[name] = wrapper
+                    self._patched_attrs.append((d, name, val, wrapper))
+                elif type(val) is Tensor:
                     session.register_buffer_tensor(val, prefix + name)
                 elif type(val) is list and val and name[0] != "_" and type(val[0]) is Tensor:
                     for i, v in enumerate(val):
@@ -148,7 +155,11 @@ class PreparedModel:
         return [(a, n) for a, n in zip(self.addr_ids, self.pass_counts, strict=True) if n]
 
     def restore(self) -> None:
-        """Nothing on the model itself is changed; buffer tags are removed by the session."""
+        """Put back torch functions held as module attributes; buffer tags are removed by the session."""
+        for d, name, val, wrapper in reversed(self._patched_attrs):
+            if d.get(name) is wrapper:
+                d[name] = val
+        self._patched_attrs.clear()
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -76,17 +76,27 @@ class Session:
         self.params: list[tuple[str, Parameter]] = []
         self.buffer_roles: list[int] = []
         self.buffer_tensors: list[Tensor] = []
+        self.pending_buffers = 0
         self.tagged: list[Any] = []
         self.outputs: list[tuple[int, int, int]] = []
         self.output_tensors: list[Tensor] = []
 
     # ------------------------------------------------------------------ hot path
     def call(self, orig: Any, fid: int, tid: int, flags: int, args: tuple, kwargs: dict) -> Any:
+        if self.pending_buffers:
+            # A buffer's node must hold its value from before the op that first uses it.
+            self._log_buffers_in(args)
+            if kwargs:
+                self._log_buffers_in(kwargs.values())
         n0 = self.ncalls + 1
         self.ncalls = n0
         out = orig(*args, **kwargs)
         bottom = self.ncalls == n0
         to = _type(out)
+        if flags & 4 and to is Tensor:
+            if bottom or _getattr(out, TAG, None) is None:
+                self._log(out, fid, tid, -1, args[1:], kwargs, False)
+            return out
         if to is Tensor:
             if args and out is args[0]:
                 if flags & 1:
@@ -118,6 +128,15 @@ class Session:
                     self._log(o, fid, tid, i, args, kwargs, False)
                 i += 1
         return out
+
+    def _log_buffers_in(self, items: Any) -> None:
+        for a in items:
+            if isinstance(a, Tensor):
+                tg = _getattr(a, TAG, None)
+                if tg is not None and tg < 0:
+                    self._log_buffer(a, tg)
+            elif _type(a) is list or _type(a) is tuple:
+                self._log_buffers_in(a)
 
     def _scan(self, items: Any, parents: list[int], params: list[int]) -> None:
         for a in items:
@@ -205,9 +224,11 @@ class Session:
         k = _len(self.buffer_roles)
         self.buffer_roles.append(intern(address))
         self.buffer_tensors.append(t)
+        self.pending_buffers += 1
         _setattr(t, TAG, -(k + 1))
 
     def _log_buffer(self, t: Tensor, tag: int) -> int:
+        self.pending_buffers -= 1
         k = -tag - 1
         nid = _len(self.records)
         self.records.append((1, _FUNC_NONE, _TYPE_BUFFER, 0, -1, self.stack_id, (), (), self.buffer_roles[k]))
