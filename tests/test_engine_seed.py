@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from conftest import SimpleRecurrent
 
 import torchlens as tl
+
+from conftest import SimpleRecurrent
 
 ALEXNET_LABELS = [
     "input_1",

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SimpleRecurrent
 from torch import nn
 
 import torchlens as tl
+
+from conftest import SimpleRecurrent
 
 
 def nodes_of(dot: str) -> dict[str, str]:
@@ -58,7 +59,7 @@ def test_rolled_recurrent(recurrent_log: tl.ModelLog) -> None:
     assert 'headlabel="  In 1-4  "' in edges[("add_1_2", "mul_1_3")]
     assert "taillabel" not in edges[("add_1_2", "mul_1_3")]
     assert 'fillcolor="#98FB98"' in nodes["input_1"] and 'fillcolor="#ff9999"' in nodes["output_1"]
-    assert "rank=sink" in dot and "rankdir=\"BT\"" in dot
+    assert "rank=sink" in dot and 'rankdir="BT"' in dot
     assert "params: weight: (5x5), bias: (x5)" in nodes["linear_1_1"]
 
 
@@ -145,7 +146,9 @@ def test_branching_model() -> None:
 def test_render_png(tmp_path: Path) -> None:
     log = tl.log_forward_pass(SimpleRecurrent(), torch.rand(6, 5), layers_to_save=None)
     for mode in ("rolled", "unrolled"):
-        src = log.render_graph(vis_mode=mode, vis_outpath=str(tmp_path / mode), vis_fileformat="png", vis_save_only=True)
+        src = log.render_graph(
+            vis_mode=mode, vis_outpath=str(tmp_path / mode), vis_fileformat="png", vis_save_only=True
+        )
         png = tmp_path / f"{mode}.png"
         data = png.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
@@ -155,7 +158,9 @@ def test_render_png(tmp_path: Path) -> None:
 
 def test_show_model_graph_and_options(tmp_path: Path) -> None:
     out = tmp_path / "g"
-    tl.show_model_graph(SimpleRecurrent(), torch.rand(6, 5), vis_outpath=str(out), vis_fileformat="svg", vis_save_only=True)
+    tl.show_model_graph(
+        SimpleRecurrent(), torch.rand(6, 5), vis_outpath=str(out), vis_fileformat="svg", vis_save_only=True
+    )
     assert (tmp_path / "g.svg").read_text().lstrip().startswith("<?xml")
     opts = tl.VisualizationOptions(mode="rolled", output_path=str(tmp_path / "v"), file_format="svg", save_only=True)
     tl.log_forward_pass(SimpleRecurrent(), torch.rand(6, 5), visualization=opts)

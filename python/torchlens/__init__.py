@@ -6,8 +6,8 @@ logging call (or by `wrap_torch()`) and restored by `unwrap_torch()`.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from . import _core
 from ._capture.wrap import unwrap_torch as unwrap_torch

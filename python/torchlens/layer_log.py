@@ -306,9 +306,7 @@ class LayerPassLog:
         act = self.activation
         shape = self.tensor_shape
         saved = "" if act is not None else " (not saved)"
-        lines.append(
-            f"\tOutput tensor: shape={shape}, dtype={self.tensor_dtype}, size={self.tensor_memory_str}{saved}"
-        )
+        lines.append(f"\tOutput tensor: shape={shape}, dtype={self.tensor_dtype}, size={self.tensor_memory_str}{saved}")
         if act is not None:
             lines.append("\t\t" + tensor_preview(act))
         lines.append("\tRelated Layers:")
@@ -317,7 +315,9 @@ class LayerPassLog:
         lines.append("\t\t- parent layers: " + ", ".join(par) if par else "\t\t- no parent layers")
         lines.append("\t\t- child layers: " + ", ".join(ch) if ch else "\t\t- no child layers")
         lines.append(
-            "\t\t- shares parents with layers: " + ", ".join(sib) if sib else "\t\t- shares parents with no other layers"
+            "\t\t- shares parents with layers: " + ", ".join(sib)
+            if sib
+            else "\t\t- shares parents with no other layers"
         )
         lines.append(
             "\t\t- shares children with layers: " + ", ".join(cop)

@@ -6,7 +6,6 @@ import weakref
 from array import array
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.nn import Parameter
 
