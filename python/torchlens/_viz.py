@@ -210,9 +210,9 @@ def build_dot(
         params = log._params_of(p)
         if params:
             shown = []
-            for addr, prm in params:
-                dims = _shape_str(tuple(prm.shape))
-                shown.append(f"{addr.rsplit('.', 1)[-1]}: " + (f"({dims})" if prm.requires_grad else f"[{dims}]"))
+            for prm in params:
+                dims = _shape_str(prm.shape)
+                shown.append(f"{prm.name}: " + (f"({dims})" if prm.requires_grad else f"[{dims}]"))
             rows.append("params: " + ", ".join(shown))
         if e.is_input_layer or e.is_output_layer:
             rows.append(f"@{e.io_role}")
@@ -231,7 +231,7 @@ def build_dot(
         else:
             attrs["shape"] = "box" if e.is_leaf_module_output else "oval"
             if params:
-                trainable = [prm.requires_grad for _, prm in params]
+                trainable = [prm.requires_grad for prm in params]
                 attrs["fillcolor"] = (
                     FILL_TRAINABLE if all(trainable) else FILL_FROZEN if not any(trainable) else "#D9D9D9:#B0B0B0"
                 )
@@ -253,7 +253,7 @@ def build_dot(
         elif not rolled and mod_passes.get(addr, 1) > 1:
             title += f":{info['k']}"
         last = entries[ps[-1]]
-        nparams = sum(p.numel() for p in log._module_params(addr))
+        nparams = sum(p.numel for p in log._module_params(addr))
         rows = [
             title,
             f"({mod_types.get(addr, '?')})",
@@ -306,9 +306,9 @@ def build_dot(
                 attrs["headlabel"] = f"  In {_ranges(list(head))}  "
 
     params_all = log._used_params()
-    total_params = sum(p.numel() for _, p in params_all)
-    trainable = sum(p.numel() for _, p in params_all if p.requires_grad)
-    pmem = human_readable_size(sum(p.numel() * p.element_size() for _, p in params_all))
+    total_params = sum(p.numel for p in params_all)
+    trainable = sum(p.numel for p in params_all if p.requires_grad)
+    pmem = human_readable_size(sum(p.nbytes for p in params_all))
     if total_params == 0:
         pline = "0 params"
     elif trainable == total_params:

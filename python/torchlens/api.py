@@ -11,6 +11,7 @@ from torch import nn
 
 from . import _core
 from ._capture import run as _run
+from ._data import CaptureData, from_capture
 from ._options import MISSING, StreamingOptions, VisualizationOptions, merge_visualization, resolve_renamed
 from ._selection import resolve, selection_kind
 from .model_log import ModelLog
@@ -31,9 +32,9 @@ def _check_model(model: Any) -> nn.Module:
     return model
 
 
-def _finalize(model: nn.Module, cap: _run.Capture, detect_loops: bool) -> tuple[Any, float]:
+def _finalize(data: CaptureData, detect_loops: bool) -> tuple[Any, float]:
     t0 = time.perf_counter()
-    fin = _core.finalize(*_run.core_inputs(cap), detect_loops)
+    fin = _core.finalize(*data.core_inputs(), detect_loops)
     return fin, time.perf_counter() - t0
 
 
@@ -154,7 +155,8 @@ def log_forward_pass(
     except BaseException:
         print(f"{_FAIL_BANNER}\nFeature extraction failed; returning model and environment to normal\n{_FAIL_BANNER}")
         raise
-    fin, t_core = _finalize(model, cap, bool(detect))
+    data = from_capture(cap)
+    fin, t_core = _finalize(data, bool(detect))
     saved = dict(cap.session.saved)
     info = {
         "random_seed": random_seed,
@@ -164,7 +166,7 @@ def log_forward_pass(
         "layers_to_save": layers_to_save,
         "detect_loops": bool(detect),
     }
-    log = ModelLog(type(model).__name__, cap, fin, saved, info)
+    log = ModelLog(type(model).__name__, data, fin, saved, info)
     _attach_outputs(log, cap, saved)
     if kind == "list":
         positions = resolve(log, layers_to_save)
@@ -177,8 +179,6 @@ def log_forward_pass(
         _check_same_graph(cap, cap2)
         saved = dict(cap2.session.saved)
         log._saved = saved
-        log._cap = cap2
-        log._records = cap2.session.records
         _attach_outputs(log, cap2, saved)
     if output_device != "same":
         for k, v in saved.items():

@@ -234,19 +234,19 @@ class LayerPassLog:
     # params -------------------------------------------------------------------
     @property
     def parent_param_shapes(self) -> list[tuple[int, ...]]:
-        return [tuple(p.shape) for _, p in self._log._params_of(self._pos)]
+        return [p.shape for p in self._log._params_of(self._pos)]
 
     @property
     def parent_param_addresses(self) -> list[str]:
-        return [a for a, _ in self._log._params_of(self._pos)]
+        return [p.address for p in self._log._params_of(self._pos)]
 
     @property
     def num_params_total(self) -> int:
-        return sum(p.numel() for _, p in self._log._params_of(self._pos))
+        return sum(p.numel for p in self._log._params_of(self._pos))
 
     @property
     def params_memory(self) -> int:
-        return sum(p.numel() * p.element_size() for _, p in self._log._params_of(self._pos))
+        return sum(p.nbytes for p in self._log._params_of(self._pos))
 
     @property
     def uses_params(self) -> bool:

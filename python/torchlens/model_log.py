@@ -12,7 +12,7 @@ from ._format import compact_count, human_readable_size
 from .layer_log import LayerLog, LayerPassLog
 
 if TYPE_CHECKING:
-    from ._capture.run import Capture
+    from ._data import CaptureData, ParamInfo
 
 _SEED_LABEL = re.compile(r"^(input|output|buffer)_(\d+)_(\d+)$")
 
@@ -20,14 +20,16 @@ _SEED_LABEL = re.compile(r"^(input|output|buffer)_(\d+)_(\d+)$")
 class ModelLog:
     """Log of one forward pass: every tensor computed, its metadata and (optionally) its value."""
 
-    def __init__(self, model_name: str, cap: Capture, fin: Any, saved: dict[int, torch.Tensor], info: dict) -> None:
+    def __init__(
+        self, model_name: str, data: CaptureData, fin: Any, saved: dict[int, torch.Tensor], info: dict
+    ) -> None:
         self.model_name = model_name
-        self._cap = cap
+        self._data = data
         self._fin = fin
         self._saved = saved
         self._cols: dict[str, Any] = {}
         self._entries: dict[int, LayerPassLog] = {}
-        self._records = cap.session.records
+        self._records = data.records
         self._n_records = len(self._records)
         self._node_ids: list[int] = fin.node_ids()
         self.random_seed_used: int = info["random_seed"]
@@ -53,7 +55,7 @@ class ModelLog:
         """Index of the record behind a position (outputs map to their producer)."""
         nid = self._node_ids[pos]
         if nid >= self._n_records:
-            return self._cap.session.outputs[nid - self._n_records][0]
+            return self._data.outputs[nid - self._n_records][0]
         return nid
 
     def _is_output(self, pos: int) -> bool:
@@ -69,14 +71,9 @@ class ModelLog:
                 return pos
         return -1
 
-    def _strings(self) -> list[str]:
-        return self._cap_strings
-
     @property
     def _cap_strings(self) -> list[str]:
-        from ._capture.strings import STRINGS
-
-        return STRINGS
+        return self._data.strings
 
     def _layer_type(self, pos: int) -> str:
         if self._is_output(pos):
@@ -96,7 +93,7 @@ class ModelLog:
     def _io_role(self, pos: int) -> str | None:
         nid = self._node_ids[pos]
         if nid >= self._n_records:
-            return self._cap_strings[self._cap.session.outputs[nid - self._n_records][1]]
+            return self._cap_strings[self._data.outputs[nid - self._n_records][1]]
         role = self._records[nid][8]
         return None if role == 0xFFFFFFFF else self._cap_strings[role]
 
@@ -105,8 +102,8 @@ class ModelLog:
         return f"{self._layer_type(pos)}_{nid + 1}_raw"
 
     def _meta(self, pos: int) -> tuple[tuple[int, ...], torch.dtype, str]:
-        s = self._cap.session
-        return s.metas[s.meta_ids[self._record_index(pos)]]
+        d = self._data
+        return d.metas[d.meta_ids[self._record_index(pos)]]
 
     def _shape(self, pos: int) -> tuple[int, ...]:
         return self._meta(pos)[0]
@@ -132,10 +129,10 @@ class ModelLog:
     def _activation(self, pos: int) -> torch.Tensor | None:
         return self._saved.get(self._node_ids[pos])
 
-    def _params_of(self, pos: int) -> list[tuple[str, torch.nn.Parameter]]:
+    def _params_of(self, pos: int) -> list[ParamInfo]:
         if self._is_output(pos):
             return []
-        params = self._cap.session.params
+        params = self._data.params
         seen: list[int] = []
         for p in self._records[self._node_ids[pos]][6]:
             if p not in seen:
@@ -148,7 +145,7 @@ class ModelLog:
     def _containing_modules(self, pos: int) -> list[str]:
         if self._is_output(pos):
             return []
-        stack = self._cap.session.module_stacks[self._records[self._node_ids[pos]][5]]
+        stack = self._data.module_stacks[self._records[self._node_ids[pos]][5]]
         strings = self._cap_strings
         return [f"{strings[a]}:{k}" for a, k in stack]
 
@@ -162,7 +159,7 @@ class ModelLog:
         c = self._cols.get("_exits")
         if c is None:
             c = {}
-            for node, a, k in self._cap.session.module_exits:
+            for node, a, k in self._data.module_exits:
                 c.setdefault(node, []).append((a, k))
             self._cols["_exits"] = c
         return c
@@ -307,9 +304,9 @@ class ModelLog:
     def has_conditional_branching(self) -> bool:
         return False
 
-    def _used_params(self) -> list[tuple[str, torch.nn.Parameter]]:
-        used: dict[int, tuple[str, torch.nn.Parameter]] = {}
-        params = self._cap.session.params
+    def _used_params(self) -> list[ParamInfo]:
+        used: dict[int, ParamInfo] = {}
+        params = self._data.params
         for pos in range(len(self)):
             if self._is_output(pos):
                 continue
@@ -319,11 +316,11 @@ class ModelLog:
 
     @property
     def total_params(self) -> int:
-        return sum(p.numel() for _, p in self._used_params())
+        return sum(p.numel for p in self._used_params())
 
     @property
     def total_params_memory(self) -> int:
-        return sum(p.numel() * p.element_size() for _, p in self._used_params())
+        return sum(p.nbytes for p in self._used_params())
 
     @property
     def total_param_layers(self) -> int:
@@ -332,20 +329,17 @@ class ModelLog:
 
     @property
     def module_addresses(self) -> list[str]:
-        prep = self._cap.prepared
-        return [prep.addresses[id(m)] for m, n in zip(prep.modules, prep.pass_counts, strict=True) if n]
+        return [m.address for m in self._data.modules]
 
     def _module_num_passes(self) -> dict[str, int]:
-        prep = self._cap.prepared
-        return {prep.addresses[id(m)]: n for m, n in zip(prep.modules, prep.pass_counts, strict=True) if n}
+        return {m.address: m.num_passes for m in self._data.modules}
 
     def _module_types(self) -> dict[str, str]:
-        prep = self._cap.prepared
-        return {prep.addresses[id(m)]: t for m, t in zip(prep.modules, prep.module_types, strict=True)}
+        return {m.address: m.class_name for m in self._data.modules}
 
-    def _module_params(self, addr: str) -> list[torch.nn.Parameter]:
+    def _module_params(self, addr: str) -> list[ParamInfo]:
         prefix = addr + "."
-        return [p for a, p in self._cap.session.params if a.startswith(prefix)]
+        return [p for p in self._data.params if p.address.startswith(prefix)]
 
     # ------------------------------------------------------------------ rendering
     def render_graph(
@@ -467,7 +461,7 @@ class ModelLog:
     # ------------------------------------------------------------------ printing
     def _module_tree_lines(self) -> list[str]:
         strings = self._cap_strings
-        stacks = self._cap.session.module_stacks
+        stacks = self._data.module_stacks
         passes = self._module_num_passes()
         children: dict[tuple, list[tuple[int, int]]] = {}
         for st in stacks[1:]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -36,41 +37,43 @@ def _replace_outputs(out: Any, fix: Any, depth: int = 0) -> Any:
     return out
 
 
-class PreparedModel:
-    """Module addresses, parameter ids and buffer tags of one model for one session.
+class ModelPlan:
+    """What one walk over a model's module tree finds; cached until the model's structure changes.
 
-    Module calls are seen through the class-level `nn.Module.__call__` wrapper installed with the
-    torch wrappers, so nothing is patched on the model's own modules.
+    Torch's global registration hooks (installed with the wrappers) bump `wrap.structure_epoch`
+    whenever any module registers a submodule, parameter or buffer, which invalidates the cache.
+    Buffer and tensor-attribute *values* are re-read from their slots on every session.
     """
 
-    def __init__(self, model: nn.Module, session: Session) -> None:
-        self.model = model
-        self.session = session
+    def __init__(self, model: nn.Module) -> None:
         self.addresses: dict[int, str] = {}
         self.all_addresses: dict[int, list[str]] = {}
         self.modules: list[nn.Module] = []
+        self.module_index: dict[int, int] = {}
         self.module_types: list[str] = []
-        self.pass_counts: list[int] = []
         self.addr_ids: list[int] = []
         self.identity: list[bool] = []
-        self._patched_attrs: list[tuple[dict, str, Any, Any]] = []
+        self.params: list[tuple[str, nn.Parameter]] = []
+        self.param_ids: dict[int, int] = {}
+        # (container, key, address): a buffer or tensor attribute lives at container[key].
+        self.tensor_slots: list[tuple[Any, Any, str]] = []
+        # (module __dict__, attribute): a torch function stored on a module instance.
+        self.func_slots: list[tuple[dict, str]] = []
+        self._walk(model)
 
-    def prepare(self) -> None:
-        """One walk over the module tree: addresses, parameters, buffers and tensor attributes."""
-        session = self.session
-        index = session.module_index
+    def _walk(self, model: nn.Module) -> None:
         addresses = self.addresses
         all_addresses = self.all_addresses
-        param_ids = session.param_ids
-        params = session.params
-        wrapped_ids = wrap._wrapped_ids if wrap.is_wrapped() else {}
+        param_ids = self.param_ids
+        params = self.params
+        slots = self.tensor_slots
         order: list[nn.Module] = []
-        stack: list[tuple[str, nn.Module]] = [("", self.model)]
+        stack: list[tuple[str, nn.Module]] = [("", model)]
         visited: set[int] = set()
         while stack:
             addr, mod = stack.pop()
             key = id(mod)
-            if mod is not self.model:
+            if mod is not model:
                 all_addresses.setdefault(key, []).append(addr)
                 addresses[key] = addr  # a module registered under several names keeps the last one
             if key in visited:
@@ -83,39 +86,100 @@ class PreparedModel:
                 if p is not None and id(p) not in param_ids:
                     param_ids[id(p)] = len(params)
                     params.append((prefix + name, p))
-            for name, buf in d["_buffers"].items():
-                if buf is not None and isinstance(buf, Tensor):
-                    session.register_buffer_tensor(buf, prefix + name)
+            bufs = d["_buffers"]
+            for name in bufs:
+                slots.append((bufs, name, prefix + name))
             # Built-in torch.nn layers keep their tensors in _parameters/_buffers; only user classes
-            # can hold plain tensor attributes, so only their __dict__ needs a scan.
-            scan_attrs = not type(mod).__module__.startswith("torch.nn.modules")
-            for name, val in d.items() if scan_attrs else ():
-                wrapper = wrapped_ids.get(id(val)) if callable(val) else None
-                if wrapper is not None:
-                    # `self.act = torch.tanh` captured the original before wrapping (spec §7.1).
-                    d[name] = wrapper
-                    self._patched_attrs.append((d, name, val, wrapper))
-                elif type(val) is Tensor:
-                    session.register_buffer_tensor(val, prefix + name)
-                elif type(val) is list and val and name[0] != "_" and type(val[0]) is Tensor:
-                    for i, v in enumerate(val):
-                        if type(v) is Tensor:
-                            session.register_buffer_tensor(v, f"{prefix}{name}.{i}")
+            # can hold plain tensor attributes or stored torch functions, so only theirs are scanned.
+            if not type(mod).__module__.startswith("torch.nn.modules"):
+                for name, val in d.items():
+                    if type(val) is Tensor:
+                        slots.append((d, name, prefix + name))
+                    elif type(val) is list and val and name[0] != "_" and type(val[0]) is Tensor:
+                        for i, v in enumerate(val):
+                            if type(v) is Tensor:
+                                slots.append((val, i, f"{prefix}{name}.{i}"))
+                    elif callable(val) and not isinstance(val, nn.Module | type) and name[0] != "_":
+                        self.func_slots.append((d, name))
             children = d["_modules"]
             if children:
                 for name, child in reversed(children.items()):
                     if child is not None:
                         stack.append((prefix + name, child))
         for mod in order:
-            if mod is self.model:
+            if mod is model:
                 continue
-            index[id(mod)] = len(self.modules)
+            self.module_index[id(mod)] = len(self.modules)
             self.modules.append(mod)
             self.module_types.append(type(mod).__name__)
             self.addr_ids.append(intern(addresses[id(mod)]))
             self.identity.append(isinstance(mod, nn.Identity))
-        self.pass_counts = [0] * len(self.modules)
+
+
+_plans: weakref.WeakKeyDictionary[nn.Module, tuple[int, ModelPlan]] = weakref.WeakKeyDictionary()
+
+
+def plan_for(model: nn.Module) -> ModelPlan:
+    cached = _plans.get(model)
+    epoch = wrap.structure_epoch
+    if cached is not None and cached[0] == epoch:
+        return cached[1]
+    plan = ModelPlan(model)
+    _plans[model] = (epoch, plan)
+    return plan
+
+
+class PreparedModel:
+    """One session's view of a model: its plan plus per-session pass counters and patches."""
+
+    def __init__(self, model: nn.Module, session: Session) -> None:
+        self.model = model
+        self.session = session
+        self.plan: ModelPlan | None = None
+        self.pass_counts: list[int] = []
+        self._patched_attrs: list[tuple[dict, str, Any, Any]] = []
+
+    @property
+    def addresses(self) -> dict[int, str]:
+        return self.plan.addresses if self.plan else {}
+
+    @property
+    def all_addresses(self) -> dict[int, list[str]]:
+        return self.plan.all_addresses if self.plan else {}
+
+    @property
+    def modules(self) -> list[nn.Module]:
+        return self.plan.modules if self.plan else []
+
+    @property
+    def module_types(self) -> list[str]:
+        return self.plan.module_types if self.plan else []
+
+    def prepare(self) -> None:
+        plan = self.plan = plan_for(self.model)
+        session = self.session
+        session.module_index = plan.module_index
+        session.param_ids = plan.param_ids
+        session.params = plan.params
         session.prepared = self
+        self.addr_ids = plan.addr_ids
+        self.identity = plan.identity
+        self.pass_counts = [0] * len(plan.modules)
+        for container, key, address in plan.tensor_slots:
+            try:
+                val = container[key]
+            except (KeyError, IndexError):
+                continue
+            if isinstance(val, Tensor) and not isinstance(val, nn.Parameter):
+                session.register_buffer_tensor(val, address)
+        wrapped_ids = wrap._wrapped_ids if wrap.is_wrapped() else {}
+        for d, name in plan.func_slots:
+            val = d.get(name)
+            wrapper = wrapped_ids.get(id(val))
+            if wrapper is not None:
+                # `self.act = torch.tanh` captured the original before wrapping (spec §7.1).
+                d[name] = wrapper
+                self._patched_attrs.append((d, name, val, wrapper))
 
     def call_module(self, index: int, orig_call: Any, mod: nn.Module, args: tuple, kwargs: dict) -> Any:
         session = self.session

@@ -16,13 +16,16 @@ from torch import Tensor, nn
 from . import hot, wrap
 from .modules import PreparedModel, model_device
 from .session import Session
-from .strings import STRINGS
 
 _lock = threading.Lock()
 _INPUT_DEPTH = 5
 
 
 class ReentrancyError(RuntimeError):
+    pass
+
+
+class _RetryWithCopies(Exception):
     pass
 
 
@@ -117,20 +120,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_capture(
+def _run_capture_once(
     model: nn.Module,
     args: list,
     kwargs: dict,
     save: str | frozenset[int] | None,
     detach: bool,
     random_seed: int,
+    copy_all: bool = False,
 ) -> Capture:
     """Run `model` once with capture on. Leaves torch, the model and the inputs as found."""
     if not _lock.acquire(blocking=False):
         raise ReentrancyError(
             "torchlens.log_forward_pass is not re-entrant: another forward pass is already being logged."
         )
-    session = Session(save, detach)
+    session = Session(save, detach, copy_all)
     prepared = PreparedModel(model, session)
     # The capture allocates many small objects; a cyclic GC sweep over a large model mid-forward
     # costs more than the whole capture, and nothing created here forms cycles that must die early.
@@ -163,6 +167,9 @@ def run_capture(
         finally:
             hot.set_session(None)
         t1 = time.perf_counter()
+        if not session.versions_intact():
+            # Something outside the intercepted calls wrote into a saved tensor: redo with copies.
+            raise _RetryWithCopies
         outs: list[tuple[str, Tensor]] = []
         _walk_tensors(output, "output", outs)
         for role, t in outs:
@@ -172,20 +179,23 @@ def run_capture(
         hot.set_session(None)
         prepared.restore()
         session.strip_tags()
-        session.module_index.clear()
+        session.module_index = {}
         session.prepared = None
         if gc_was_enabled:
             gc.enable()
         _lock.release()
 
 
-def core_inputs(cap: Capture) -> tuple:
-    s = cap.session
-    return (
-        list(STRINGS),
-        s.records,
-        s.module_stacks,
-        s.module_exits,
-        cap.prepared.module_passes(),
-        s.outputs,
-    )
+def run_capture(
+    model: nn.Module,
+    args: list,
+    kwargs: dict,
+    save: str | frozenset[int] | None,
+    detach: bool,
+    random_seed: int,
+) -> Capture:
+    """Run `model` once with capture on. Leaves torch, the model and the inputs as found."""
+    try:
+        return _run_capture_once(model, args, kwargs, save, detach, random_seed)
+    except _RetryWithCopies:
+        return _run_capture_once(model, args, kwargs, save, detach, random_seed, copy_all=True)

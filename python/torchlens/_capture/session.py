@@ -54,13 +54,16 @@ def _tok(a: Any, depth: int = 0) -> Any:
 class Session:
     """Records one forward pass. Created and torn down by `capture.run_capture`."""
 
-    def __init__(self, save: str | frozenset[int] | None, detach: bool = False) -> None:
+    def __init__(self, save: str | frozenset[int] | None, detach: bool = False, copy_all: bool = False) -> None:
         self.records: list[tuple] = []
         # Per node: an id into `metas`, the interned (shape, dtype, grad_fn class name) triples.
         self.meta_ids = array("q")
         self.metas: list[tuple[tuple[int, ...], Any, str]] = []
         self._meta_index: dict[Any, int] = {}
         self.saved: dict[int, Tensor] = {}
+        self.copy_all = copy_all
+        self.by_root: dict[int, list[int]] = {}
+        self.ref_versions: dict[int, int] = {}
         self.save_all = save == "all"
         self.save_set: frozenset[int] | None = save if isinstance(save, frozenset) else None
         self.detach = detach
@@ -87,6 +90,8 @@ class Session:
             self._log_buffers_in(args)
             if kwargs:
                 self._log_buffers_in(kwargs.values())
+        if flags & 1 and self.by_root and args and isinstance(args[0], Tensor):
+            self.protect(args[0])
         n0 = self.ncalls + 1
         self.ncalls = n0
         out = orig(*args, **kwargs)
@@ -201,13 +206,47 @@ class Session:
             self.metas.append((tuple(key[0]), key[1], key[2].__name__))
         self.meta_ids.append(mid)
         if self.save_all or (self.save_set is not None and nid in self.save_set):
-            self.saved[nid] = self._copy(t)
+            self._save(t, nid)
 
-    def _copy(self, t: Tensor) -> Tensor:
-        c = _raw_clone(t)
-        if self.detach:
-            c = _raw_detach(c)
-        return c
+    def _save(self, t: Tensor, nid: int) -> None:
+        """Keep the op's output itself instead of a copy, until something could change it.
+
+        Copying every activation costs more than the forward for large models (memory bandwidth
+        and page faults). Outputs are kept by reference; an intercepted in-place op first swaps in
+        a copy of every saved tensor sharing its storage, and `versions_intact()` verifies at the
+        end that nothing else wrote to them (the caller re-runs with copies if something did).
+        """
+        if self.copy_all:
+            c = _raw_clone(t)
+            self.saved[nid] = _raw_detach(c) if self.detach else c
+            return
+        base = t._base
+        root = t if base is None else base
+        key = id(root)
+        group = self.by_root.get(key)
+        if group is None:
+            self.by_root[key] = [nid]
+        else:
+            group.append(nid)
+        self.saved[nid] = _raw_detach(t) if self.detach else t
+        self.ref_versions[nid] = t._version
+
+    def protect(self, t: Any) -> None:
+        """Before an in-place op on `t`: replace saved references sharing its storage by copies."""
+        base = t._base
+        nids = self.by_root.pop(id(t if base is None else base), None)
+        if nids is None:
+            return
+        saved = self.saved
+        versions = self.ref_versions
+        for nid in nids:
+            v = saved.get(nid)
+            if v is not None and versions.pop(nid, None) is not None:
+                saved[nid] = _raw_clone(v)
+
+    def versions_intact(self) -> bool:
+        saved = self.saved
+        return all(saved[nid]._version == v for nid, v in self.ref_versions.items())
 
     # ------------------------------------------------------------------ sources
     def log_input(self, t: Tensor, role: str) -> None:
@@ -231,7 +270,12 @@ class Session:
         k = -tag - 1
         nid = _len(self.records)
         self.records.append((1, _FUNC_NONE, _TYPE_BUFFER, 0, -1, self.stack_id, (), (), self.buffer_roles[k]))
-        self._tag_and_meta(t, nid)
+        copy_all = self.copy_all
+        self.copy_all = True  # buffers are model state that kernels update in place (BatchNorm stats)
+        try:
+            self._tag_and_meta(t, nid)
+        finally:
+            self.copy_all = copy_all
         return nid
 
     def log_identity(self, t: Tensor) -> Tensor:

@@ -70,6 +70,9 @@ class _Target:
 
 
 _targets: list[_Target] = []
+# Bumped whenever any module registers a submodule, parameter or buffer; invalidates cached plans.
+structure_epoch = 0
+_registration_handles: list[Any] = []
 _module_call_original: Any = None
 _wrappers_by_orig: dict[int, Any] = {}
 _wrapped_ids: dict[int, Any] = {}  # id(original callable) -> wrapper, for the reference crawl
@@ -212,6 +215,7 @@ def wrap_torch() -> None:
     finally:
         _restore_sq_item()
     _install_module_call()
+    _install_registration_hooks()
     _installed = True
     _crawl_new_modules()
 
@@ -222,6 +226,7 @@ def unwrap_torch() -> None:
     if not _installed:
         return
     _remove_module_call()
+    _remove_registration_hooks()
     try:
         for t in _targets:
             if t.owner is torch.Tensor and not t.had_own:
@@ -312,3 +317,27 @@ def _remove_module_call() -> None:
     if _module_call_original is not None:
         torch.nn.Module.__call__ = _module_call_original  # type: ignore[method-assign]
         _module_call_original = None
+
+
+def _bump_epoch(*_: Any) -> None:
+    global structure_epoch
+    structure_epoch += 1
+
+
+def _install_registration_hooks() -> None:
+    from torch.nn.modules import module as m
+
+    _bump_epoch()
+    for register in (
+        m.register_module_module_registration_hook,
+        m.register_module_parameter_registration_hook,
+        m.register_module_buffer_registration_hook,
+    ):
+        _registration_handles.append(register(_bump_epoch))
+
+
+def _remove_registration_hooks() -> None:
+    for h in _registration_handles:
+        h.remove()
+    _registration_handles.clear()
+    _bump_epoch()

@@ -1,0 +1,112 @@
+"""Plain-data snapshot of one capture: everything a ModelLog shows, with no live model objects.
+
+A `ModelLog` reads only this and the core's `Finalized` columns, so a log rebuilt from a saved
+bundle (the same data, re-finalized by the core) behaves exactly like a fresh one.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from ._capture.run import Capture
+
+
+@dataclass
+class ModuleInfo:
+    """One module that ran during the pass."""
+
+    address: str
+    class_name: str
+    num_passes: int
+    all_addresses: list[str]
+
+
+@dataclass
+class ParamInfo:
+    """One parameter the model owns (metadata only; `param` is a weak reference when live)."""
+
+    address: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    numel: int
+    nbytes: int
+    requires_grad: bool
+    param: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.address.rsplit(".", 1)[-1]
+
+    @property
+    def module_address(self) -> str:
+        return self.address.rsplit(".", 1)[0] if "." in self.address else "self"
+
+
+@dataclass
+class CaptureData:
+    """The capture batch plus per-node tensor metadata."""
+
+    strings: list[str]
+    records: list[tuple]
+    meta_ids: list[int]
+    metas: list[tuple[tuple[int, ...], torch.dtype, str]]
+    module_stacks: list[list[tuple[int, int]]]
+    module_exits: list[tuple[int, int, int]]
+    module_passes: list[tuple[int, int]]
+    outputs: list[tuple[int, int, int]]
+    modules: list[ModuleInfo]
+    params: list[ParamInfo]
+
+    def core_inputs(self) -> tuple:
+        return (
+            self.strings,
+            self.records,
+            self.module_stacks,
+            self.module_exits,
+            self.module_passes,
+            self.outputs,
+        )
+
+
+def from_capture(cap: Capture) -> CaptureData:
+    from ._capture.strings import STRINGS
+
+    s = cap.session
+    prep = cap.prepared
+    plan = prep.plan
+    modules: list[ModuleInfo] = []
+    if plan is not None:
+        for mod, n in zip(plan.modules, prep.pass_counts, strict=True):
+            if n:
+                key = id(mod)
+                modules.append(ModuleInfo(plan.addresses[key], type(mod).__name__, n, list(plan.all_addresses[key])))
+    params = []
+    for addr, p in s.params:
+        params.append(
+            ParamInfo(
+                addr,
+                tuple(p.shape),
+                p.dtype,
+                p.numel(),
+                p.numel() * p.element_size(),
+                bool(p.requires_grad),
+                weakref.ref(p),
+            )
+        )
+    return CaptureData(
+        strings=list(STRINGS),
+        records=s.records,
+        meta_ids=s.meta_ids,
+        metas=s.metas,
+        module_stacks=s.module_stacks,
+        module_exits=s.module_exits,
+        module_passes=prep.module_passes(),
+        outputs=s.outputs,
+        modules=modules,
+        params=params,
+    )
