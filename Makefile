@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 export PIP_ROOT_USER_ACTION = ignore
 
-.PHONY: help deps build-dev build-prod build-profiling format lint test test-rust test-python demo bench bench-quick bench-peer clean
+.PHONY: help deps build-dev build-prod build-profiling format lint test test-rust test-python demo bench bench-quick bench-peer stubtest clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -13,13 +13,13 @@ help:  ## list the targets
 deps:  ## install torch, test tools and graphviz (skips what is already there)
 	@$(PYTHON) -c "import torch, torchvision, transformers" 2>/dev/null || \
 		$(PIP) install -q torch torchvision transformers
-	@$(PYTHON) -c "import numpy, pytest, maturin, ruff, graphviz, pandas, safetensors, tqdm" 2>/dev/null || \
-		$(PIP) install -q numpy pytest maturin ruff graphviz pandas safetensors tqdm
+	@$(PYTHON) -c "import numpy, pytest, maturin, ruff, pandas, safetensors, tqdm, mypy" 2>/dev/null || \
+		$(PIP) install -q numpy pytest maturin ruff pandas safetensors tqdm mypy
 	@command -v dot >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; }
 
 build-dev: deps  ## debug build of the extension, installed editable
 	rm -f python/torchlens/_core*.so
-	$(PIP) install -q --no-build-isolation --config-settings=build-args="--profile=dev" -e .
+	MATURIN_PEP517_ARGS="--profile dev" $(PIP) install -q --no-build-isolation -e .
 
 build-prod: deps  ## release build of the extension, installed editable
 	rm -f python/torchlens/_core*.so
@@ -27,7 +27,7 @@ build-prod: deps  ## release build of the extension, installed editable
 
 build-profiling: deps
 	rm -f python/torchlens/_core*.so
-	$(PIP) install -q --no-build-isolation --config-settings=build-args="--profile=profiling" -e .
+	MATURIN_PEP517_ARGS="--profile profiling" $(PIP) install -q --no-build-isolation -e .
 
 format:  ## format Rust and Python
 	cargo fmt --all
@@ -46,7 +46,10 @@ test-rust:  ## core unit and integration tests
 test-python: build-prod  ## pytest over the public API
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
-test: deps lint test-rust test-python bench-quick  ## everything CI runs
+stubtest: build-prod  ## the _core.pyi stub matches the compiled module
+	$(PYTHON) -m mypy.stubtest torchlens._core
+
+test: deps lint test-rust test-python stubtest bench-quick  ## everything CI runs
 
 demo: build-prod  ## log the README's models and print what torchlens sees
 	$(PYTHON) examples/demo.py

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 import torchvision
@@ -30,6 +31,11 @@ def main() -> None:
     model_history = tl.log_forward_pass(SimpleRecurrent(), x, layers_to_save="all")
     print(model_history)
     print(model_history["linear_1_1:2"].activation)  # second pass of the first linear layer
+    images = Path(__file__).resolve().parent.parent / "docs" / "images"
+    for mode in ("rolled", "unrolled"):
+        out = images / f"simple_recurrent_{mode}"
+        model_history.render_graph(vis_mode=mode, vis_outpath=str(out), vis_fileformat="png", vis_save_only=True)
+        print(f"wrote {out}.png")
 
     alexnet = torchvision.models.alexnet()
     x = torch.rand(1, 3, 224, 224)
