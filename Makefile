@@ -54,8 +54,10 @@ test: deps lint test-rust test-python stubtest bench-quick  ## everything CI run
 demo: build-prod  ## log the README's models and print what torchlens sees
 	$(PYTHON) examples/demo.py
 
-bench: build-prod  ## full benchmark suite -> benches/results/latest.json + .md
+bench: build-prod  ## full benchmark suite -> benches/results/latest.json + .md, hot-path breakdown, Rust core
 	$(PYTHON) benches/run.py --mode full
+	$(PYTHON) benches/hotpath.py | tee benches/results/hotpath.md
+	cargo bench -p torchlens-core --bench finalize -- --warm-up-time 1 --measurement-time 3
 
 bench-quick: build-prod  ## small benchmark subset (smoke test; never fails on timing)
 	$(PYTHON) benches/run.py --mode quick

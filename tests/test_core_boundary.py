@@ -79,3 +79,14 @@ def test_unwrap_restores_originals() -> None:
     with tl.wrapped():
         assert torch.relu is not orig[0]
     assert torch.relu is orig[0]
+
+
+def test_device_context_still_reaches_factories() -> None:
+    tl.wrap_torch()
+    with torch.device("meta"):
+        assert torch.zeros(2).device.type == "meta"
+        assert torch.nn.Linear(2, 2).weight.device.type == "meta"
+    log = tl.log_forward_pass(torch.nn.Linear(3, 3), torch.rand(2, 3))
+    with torch.device("meta"):
+        assert torch.ones(1).device.type == "meta"
+    assert len(log) == 3

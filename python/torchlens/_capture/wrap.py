@@ -198,6 +198,7 @@ def wrap_torch() -> None:
         return
     if not _targets:
         _targets.extend(_collect())
+    _prime_device_constructors()
     _save_sq_item()
     for t in _targets:
         w = _wrappers_by_orig.get(id(t.original))
@@ -341,3 +342,13 @@ def _remove_registration_hooks() -> None:
         h.remove()
     _registration_handles.clear()
     _bump_epoch()
+
+
+def _prime_device_constructors() -> None:
+    """`with torch.device(...)` recognises factories by identity in a cached set; build it from the
+    original callables before they are replaced, so factories called through a wrapper still match."""
+    try:
+        from torch.utils._device import _device_constructors
+    except ImportError:  # pragma: no cover - older torch
+        return
+    _device_constructors()
