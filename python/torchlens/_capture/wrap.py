@@ -217,6 +217,7 @@ def wrap_torch() -> None:
         _restore_sq_item()
     _install_module_call()
     _install_registration_hooks()
+    _install_transform_guards()
     _installed = True
     _crawl_new_modules()
 
@@ -228,6 +229,7 @@ def unwrap_torch() -> None:
         return
     _remove_module_call()
     _remove_registration_hooks()
+    _remove_transform_guards()
     try:
         for t in _targets:
             if t.owner is torch.Tensor and not t.had_own:
@@ -352,3 +354,47 @@ def _prime_device_constructors() -> None:
     except ImportError:  # pragma: no cover - older torch
         return
     _device_constructors()
+
+
+_TRANSFORMS = ("vmap", "grad", "grad_and_value", "jacrev", "jacfwd", "hessian", "vjp", "jvp", "linearize")
+_transform_originals: list[tuple[Any, str, Any]] = []
+
+
+def _guarded(fn: Any) -> Any:
+    """Run `fn` with capture suspended: ops inside torch.func transforms act on wrapped tensors."""
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        s = hot._session
+        if s is None:
+            return fn(*args, **kwargs)
+        note = getattr(s, "note_transform", None)
+        if note is not None:
+            note()
+        hot.set_session(None)
+        try:
+            out = fn(*args, **kwargs)
+        finally:
+            hot.set_session(s)
+        return _guarded(out) if callable(out) and not isinstance(out, torch.Tensor) else out
+
+    run.__name__ = getattr(fn, "__name__", "transformed")
+    run.__doc__ = getattr(fn, "__doc__", None)
+    return run
+
+
+def _install_transform_guards() -> None:
+    import torch.func as tfunc
+
+    for owner in (torch, tfunc):
+        for name in _TRANSFORMS:
+            orig = owner.__dict__.get(name)
+            if orig is None or not callable(orig):
+                continue
+            _transform_originals.append((owner, name, orig))
+            setattr(owner, name, _guarded(orig))
+
+
+def _remove_transform_guards() -> None:
+    for owner, name, orig in reversed(_transform_originals):
+        setattr(owner, name, orig)
+    _transform_originals.clear()
