@@ -3,9 +3,30 @@
 Private module: the public API wraps it. See ``docs/core-contract.md`` for the contract.
 """
 
+from os import PathLike
 from typing import final
 
-__all__ = ["finalize", "Finalized", "RECORD_VERSION", "RECORD_FIELDS", "__version__", "build_profile"]
+from typing_extensions import Buffer
+
+__all__ = [
+    "finalize",
+    "Finalized",
+    "RECORD_VERSION",
+    "RECORD_FIELDS",
+    "__version__",
+    "build_profile",
+    "IO_FORMAT_VERSION",
+    "TorchLensIOError",
+    "StreamWriter",
+    "blob_write",
+    "blob_read_into",
+    "blob_scan",
+    "bundle_open",
+    "bundle_commit",
+    "manifest_check",
+    "refuse_symlink",
+    "write_file",
+]
 
 RECORD_FIELDS: tuple[str, ...]
 """Field names of one capture record, in tuple order."""
@@ -173,3 +194,113 @@ class Finalized:
     def timings(self) -> dict[str, float]:
         """Returns the seconds spent per core phase (``graph``, ``fingerprints``, ``loops``,
         ``labels``, ``total``)."""
+
+# ---------------------------------------------------------------------------- bundles
+
+IO_FORMAT_VERSION: int
+"""Bundle layout version this extension writes and the newest it reads (see ``docs/bundle-format.md``)."""
+
+class TorchLensIOError(RuntimeError):
+    """A portable bundle could not be written or read (missing, truncated, corrupted, unsupported or hostile)."""
+
+_Path = str | PathLike[str]
+
+def blob_write(
+    path: _Path, dtype: str, shape: list[int], metadata: list[tuple[str, str]], data: Buffer
+) -> tuple[int, str]:
+    """Writes one single-tensor safetensors file (via ``<path>.partial`` and a rename).
+
+    Args:
+        path: Destination file.
+        dtype: Torch dtype name (``"float32"``).
+        shape: Tensor shape.
+        metadata: String pairs stored in the header's ``__metadata__``.
+        data: C-contiguous bytes of the tensor (e.g. a uint8 numpy view); read without the GIL.
+
+    Returns:
+        ``(file_bytes, sha256_hex)``.
+
+    Raises:
+        TorchLensIOError: Unsupported dtype, size mismatch or an I/O error.
+    """
+
+def blob_read_into(path: _Path, dtype: str, shape: list[int], sha256: str | None, out: Buffer) -> None:
+    """Reads a blob's data into a writable buffer of exactly its size, without the GIL.
+
+    Args:
+        path: The blob file.
+        dtype: Expected dtype name.
+        shape: Expected shape.
+        sha256: Expected SHA-256 of the whole file, or None to skip the check.
+        out: Writable C-contiguous destination.
+
+    Raises:
+        TorchLensIOError: Truncated file, bad header, dtype/shape mismatch or checksum mismatch.
+    """
+
+def blob_scan(path: _Path) -> tuple[str, list[int], list[tuple[str, str]], int, str]:
+    """Reads a blob's header and checksums the file: ``(dtype, shape, metadata, file_bytes, sha256)``.
+
+    Raises:
+        TorchLensIOError: Truncated or malformed file.
+    """
+
+def bundle_open(path: _Path) -> tuple[str, bytes, list[str]]:
+    """Validates a bundle directory without reading tensor data.
+
+    Checks symlinks, the manifest schema and versions, the size and checksum of ``metadata.json``
+    and the presence and size of every blob.
+
+    Returns:
+        ``(manifest_json_text, metadata_bytes, unexpected_files_in_blobs)``.
+
+    Raises:
+        TorchLensIOError: Naming the first problem found.
+    """
+
+def bundle_commit(tmp: _Path, target: _Path, manifest: bytes) -> None:
+    """Validates ``manifest``, writes it last into ``tmp`` (fsync) and renames ``tmp`` to ``target``.
+
+    Raises:
+        TorchLensIOError: Invalid manifest, existing or symlinked target, or an I/O error.
+    """
+
+def manifest_check(data: bytes) -> str:
+    """Validates a manifest document (the loader's reader) and returns it as text.
+
+    Raises:
+        TorchLensIOError: Naming the first schema problem.
+    """
+
+def refuse_symlink(path: _Path, what: str) -> None:
+    """Raises TorchLensIOError when ``path`` is a symbolic link (``what`` names it in the message)."""
+
+def write_file(path: _Path, data: bytes) -> tuple[int, str]:
+    """Writes a small file durably (``.partial``, fsync, rename); returns ``(bytes, sha256_hex)``."""
+
+@final
+class StreamWriter:
+    """Writes blobs to ``<path>/blobs/`` on a background thread while capture continues."""
+
+    def __new__(cls, path: _Path, max_inflight_bytes: int = ...) -> StreamWriter:
+        """Starts the writer thread; at most ``max_inflight_bytes`` of queued data (one job always fits)."""
+
+    def submit(self, blob_id: int, dtype: str, shape: list[int], metadata: list[tuple[str, str]], data: Buffer) -> None:
+        """Copies ``data`` and queues it as ``blobs/<blob_id>.safetensors``; blocks while the queue is full.
+
+        Raises:
+            TorchLensIOError: An earlier write failed, or the writer is finished.
+        """
+
+    def append(self, name: str, data: bytes) -> None:
+        """Queues an append of ``data`` to the file ``name`` of the directory, after earlier jobs."""
+
+    def finish(self) -> list[tuple[int, int, str]]:
+        """Waits for every queued write; returns ``[(blob_id, file_bytes, sha256)]`` in submission order.
+
+        Raises:
+            TorchLensIOError: If any write failed, or the writer is already finished.
+        """
+
+    def close(self) -> None:
+        """Stops the thread after the queued writes, ignoring their results."""

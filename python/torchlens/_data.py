@@ -61,6 +61,17 @@ class CaptureData:
     outputs: list[tuple[int, int, int]]
     modules: list[ModuleInfo]
     params: list[ParamInfo]
+    # Per-node extras kept parallel to `records` (see _capture/session.py); all optional.
+    site_ids: Any = None
+    sites: list[tuple] = field(default_factory=lambda: [()])
+    stack_sites: list[int] = field(default_factory=list)
+    stack_parent: list[int] = field(default_factory=list)
+    toks: list[tuple] = field(default_factory=list)
+    func_times: Any = None
+    func_args: dict[int, tuple] = field(default_factory=dict)
+    func_rng: dict[int, Any] = field(default_factory=dict)
+    caller_site: tuple | None = None
+    module_objects: dict[str, Any] = field(default_factory=dict)
 
     def core_inputs(self) -> tuple:
         return (
@@ -109,4 +120,34 @@ def from_capture(cap: Capture) -> CaptureData:
         outputs=s.outputs,
         modules=modules,
         params=params,
+        site_ids=s.site_ids,
+        sites=s.sites,
+        stack_sites=s.stack_sites,
+        stack_parent=s.stack_parent,
+        toks=s.toks,
+        func_times=s.op_times,
+        func_args=s.func_args,
+        func_rng=s.func_rng,
+        module_objects=_module_objects(plan, prep),
     )
+
+
+def _module_objects(plan: Any, prep: Any) -> dict[str, Any]:
+    """Weak references to the modules that ran, by address (for docstrings and attributes)."""
+    out: dict[str, Any] = {}
+    if plan is None:
+        return out
+    for mod, n in zip(plan.modules, prep.pass_counts, strict=True):
+        if n:
+            out[plan.addresses[id(mod)]] = _module_snapshot(mod)
+    out["self"] = _module_snapshot(prep.model)
+    return out
+
+
+def _module_snapshot(mod: Any) -> tuple:
+    """(weak reference or None, training flag, class): what a ModuleLog reads about a live module."""
+    try:
+        ref = weakref.ref(mod)
+    except TypeError:
+        ref = None
+    return (ref, bool(mod.training), type(mod))

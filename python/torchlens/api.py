@@ -113,8 +113,8 @@ def log_forward_pass(
     t_start = time.perf_counter()
     model = _check_model(model)
     detect = resolve_renamed("detect_loops", detect_loops, "detect_recurrent_patterns", detect_recurrent_patterns, True)
-    resolve_renamed("num_context_lines", num_context_lines, "source_context_lines", source_context_lines, 7)
-    resolve_renamed(
+    n_context = resolve_renamed("num_context_lines", num_context_lines, "source_context_lines", source_context_lines, 7)
+    distances = resolve_renamed(
         "mark_input_output_distances",
         mark_input_output_distances,
         "compute_input_output_distances",
@@ -127,19 +127,15 @@ def log_forward_pass(
         raise ValueError("Visualization option must be either 'none', 'rolled', or 'unrolled'.")
     if output_device not in ("same", "cpu", "cuda"):
         raise ValueError("output_device must be either 'same', 'cpu', or 'cuda'.")
-    for name, val in (
-        ("save_activations_to", save_activations_to),
-        ("save_gradients_to", save_gradients_to),
-        ("activation_sink", activation_sink),
-    ):
-        if val is not MISSING and val is not None:
-            raise NotImplementedError(f"{name} (streaming capture) is not available in this release yet.")
-    if streaming is not None and (streaming.bundle_path or streaming.activation_callback):
-        raise NotImplementedError("Streaming capture is not available in this release yet.")
+    if save_gradients_to is not MISSING and save_gradients_to is not None:
+        raise NotImplementedError("save_gradients_to (gradient streaming) is not available in this release yet.")
+    stream_path, keep_in_memory = _resolve_streaming(
+        streaming, save_activations_to, keep_activations_in_memory, activation_sink
+    )
+    if stream_path is not None and activation_postfunc is not None:
+        raise NotImplementedError("Streaming with an activation_postfunc is not available in this release yet.")
     if save_gradients or gradients_to_save is not MISSING:
         raise NotImplementedError("Gradient capture is not available in this release yet.")
-    if activation_postfunc is not None:
-        raise NotImplementedError("activation_postfunc is not available in this release yet.")
     if not keep_unsaved_layers:
         raise NotImplementedError("keep_unsaved_layers=False is not available in this release yet.")
 
@@ -148,14 +144,36 @@ def log_forward_pass(
     args, kwargs = _run.normalize_inputs(model, input_args, input_kwargs)
     kind = selection_kind(layers_to_save)
     save: Any = "all" if kind == "all" else None
+    extras = {
+        "save_args": bool(save_function_args),
+        "save_rng": bool(save_rng_states),
+        "postfunc": activation_postfunc,
+        "save_raw": bool(save_raw_activation),
+    }
+    caller = _caller_site()
+    sink = None
+    if stream_path is not None:
+        from ._io import StreamSink
+
+        sink_info = {"random_seed": random_seed, "layers_to_save": layers_to_save, "detect_loops": bool(detect)}
+        sink = StreamSink(stream_path, keep_in_memory, type(model).__name__, sink_info)
     try:
-        cap = _run.run_capture(model, args, kwargs, save, detach_saved_tensors, random_seed)
+        cap = _run.run_capture(
+            model, args, kwargs, save, detach_saved_tensors, random_seed, extras, sink=sink if kind != "list" else None
+        )
     except _run.ReentrancyError:
+        if sink is not None:
+            sink.abort("another forward pass was being logged")
         raise
-    except BaseException:
+    except BaseException as e:
+        if sink is not None:
+            sink.abort(f"{type(e).__name__}: {e}")
         print(f"{_FAIL_BANNER}\nFeature extraction failed; returning model and environment to normal\n{_FAIL_BANNER}")
         raise
+    if save_function_args:
+        cap.session.prune_arg_versions()
     data = from_capture(cap)
+    data.caller_site = caller
     fin, t_core = _finalize(data, bool(detect))
     saved = dict(cap.session.saved)
     info = {
@@ -168,6 +186,7 @@ def log_forward_pass(
     }
     log = ModelLog(type(model).__name__, data, fin, saved, info)
     _attach_outputs(log, cap, saved)
+    _set_options(log, cap, locals(), bool(distances), n_context)
     if kind == "list":
         positions = resolve(log, layers_to_save)
         wanted = {log._node_id(p) for p in positions}
@@ -175,14 +194,27 @@ def log_forward_pass(
             if log._is_output(p):
                 wanted.add(log._record_index(p))
         wanted_ids = frozenset(n for n in wanted if n < log._n_records)
-        cap2 = _run.run_capture(model, args, kwargs, wanted_ids, detach_saved_tensors, random_seed)
+        try:
+            cap2 = _run.run_capture(
+                model, args, kwargs, wanted_ids, detach_saved_tensors, random_seed, extras, sink=sink
+            )
+        except BaseException as e:
+            if sink is not None:
+                sink.abort(f"{type(e).__name__}: {e}")
+            raise
         _check_same_graph(cap, cap2)
+        if save_function_args:
+            cap2.session.prune_arg_versions()
         saved = dict(cap2.session.saved)
         log._saved = saved
         _attach_outputs(log, cap2, saved)
+        log._transformed = _transformed_with_outputs(cap2)
+        data.func_args, data.func_rng = cap2.session.func_args, cap2.session.func_rng
     if output_device != "same":
         for k, v in saved.items():
             saved[k] = v.to(output_device)
+    if sink is not None:
+        sink.commit(log)
     log.time_total = time.perf_counter() - t_start
     if vis.mode != "none":
         log.render_graph(
@@ -200,6 +232,84 @@ def log_forward_pass(
 
         unwrap_torch()
     return log
+
+
+def _resolve_streaming(
+    streaming: StreamingOptions | None, save_to: Any, keep: Any, sink: Any
+) -> tuple[str | None, bool]:
+    """(bundle path or None, keep activations in memory) from `streaming` and the deprecated flat kwargs."""
+    from ._options import warn_deprecated
+
+    path = streaming.bundle_path if streaming is not None else None
+    retain = streaming.retain_in_memory if streaming is not None else True
+    callback = streaming.activation_callback if streaming is not None else None
+    if save_to is not MISSING and save_to is not None:
+        if path is not None:
+            raise TypeError("Do not pass both `save_activations_to` and `streaming.bundle_path`.")
+        warn_deprecated("save_activations_to", "streaming=StreamingOptions(bundle_path=...)")
+        path = save_to
+    if keep is not MISSING:
+        warn_deprecated("keep_activations_in_memory", "streaming=StreamingOptions(retain_in_memory=...)")
+        retain = bool(keep)
+    if sink is not MISSING and sink is not None:
+        warn_deprecated("activation_sink", "streaming=StreamingOptions(activation_callback=...)")
+        callback = sink
+    if callback is not None:
+        if path is not None:
+            raise ValueError("activation_callback is mutually exclusive with a bundle path.")
+        raise NotImplementedError("activation_callback / activation_sink is not available in this release yet.")
+    if path is None and not retain:
+        raise ValueError("keep_activations_in_memory=False requires a bundle path to stream activations to.")
+    return (None if path is None else str(path)), bool(retain)
+
+
+def _caller_site() -> tuple | None:
+    """(code, line) of the first frame outside torchlens: the user's call into the entry point."""
+    import os
+    import sys
+
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith(pkg):
+        f = f.f_back
+    return None if f is None else (f.f_code, f.f_lineno)
+
+
+def _transformed_with_outputs(cap: _run.Capture) -> dict[int, Any]:
+    tr = dict(cap.session.transformed)
+    n = len(cap.session.records)
+    for k, (producer, _, _) in enumerate(cap.session.outputs):
+        if producer in tr:
+            tr[n + k] = tr[producer]
+    return tr
+
+
+def _set_options(log: ModelLog, cap: _run.Capture, opts: dict[str, Any], distances: bool, n_context: int) -> None:
+    """Record the capture options on the log (spec §2.5 config fields)."""
+    post = opts["activation_postfunc"]
+    log.activation_postfunc = post
+    log.activation_postfunc_repr = None if post is None else repr(post)
+    log.save_raw_activation = bool(opts["save_raw_activation"])
+    log.save_function_args = bool(opts["save_function_args"])
+    log.save_rng_states = bool(opts["save_rng_states"])
+    log.save_source_context = bool(opts["save_source_context"])
+    log.num_context_lines = int(n_context)
+    log.mark_input_output_distances = distances
+    log.detach_saved_tensors = bool(opts["detach_saved_tensors"])
+    log.output_device = opts["output_device"]
+    log.train_mode = bool(opts["model"].training)
+    log._transformed = _transformed_with_outputs(cap)
+    log._rng_before_forward = getattr(cap.session, "rng_before_forward", None)
+    log._source_model_ref = _weak(opts["model"])
+
+
+def _weak(model: Any) -> Any:
+    import weakref
+
+    try:
+        return weakref.ref(model)
+    except TypeError:
+        return None
 
 
 def _attach_outputs(log: ModelLog, cap: _run.Capture, saved: dict[int, torch.Tensor]) -> None:
@@ -221,7 +331,7 @@ def _check_same_graph(a: _run.Capture, b: _run.Capture) -> None:
 
 def log_model_metadata(model: nn.Module, input_args: Any, input_kwargs: dict[str, Any] | None = None) -> ModelLog:
     """Log the forward pass without saving any activation (metadata only)."""
-    return log_forward_pass(model, input_args, input_kwargs, layers_to_save=None)
+    return log_forward_pass(model, input_args, input_kwargs, layers_to_save=None, compute_input_output_distances=True)
 
 
 def get_model_metadata(model: nn.Module, input_args: Any, input_kwargs: dict[str, Any] | None = None) -> ModelLog:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._format import human_readable_size, tensor_preview
+from ._layer_extras import LayerPassExtras
 
 if TYPE_CHECKING:
     import torch
@@ -17,11 +18,12 @@ if TYPE_CHECKING:
 
 _PER_PASS_FIELDS = frozenset(
     """activation tensor transformed_activation has_saved_activations func_call_stack func_time
-    operation_num pass_num creation_order lookup_keys layer_label_w_pass layer_label_w_pass_short""".split()
+    operation_num pass_num creation_order lookup_keys layer_label_w_pass layer_label_w_pass_short
+    captured_args captured_kwargs gradient transformed_gradient has_gradient func_rng_states""".split()
 )
 
 
-class LayerPassLog:
+class LayerPassLog(LayerPassExtras):
     """One pass of one layer: a single tensor produced during the forward pass."""
 
     __slots__ = ("_log", "_pos")
@@ -104,7 +106,16 @@ class LayerPassLog:
 
     @property
     def has_saved_activations(self) -> bool:
-        return self._log._activation(self._pos) is not None
+        return self._log._has_saved(self._log._node_ids[self._pos])
+
+    @property
+    def activation_ref(self) -> Any:
+        """The `LazyActivationRef` of a lazily loaded or streamed activation not read yet, else None."""
+        return self._log._lazy.get(self._log._node_ids[self._pos])
+
+    def materialize_activation(self, map_location: Any = "cpu") -> torch.Tensor | None:
+        """Read this entry's activation from its bundle (if lazy) and return it; None if never saved."""
+        return self._log._materialize(self._pos, map_location)
 
     @property
     def tensor_shape(self) -> tuple[int, ...]:
@@ -306,6 +317,7 @@ class LayerPassLog:
         act = self.activation
         shape = self.tensor_shape
         saved = "" if act is not None else " (not saved)"
+        # TorchLens 2.15 prints "dype" here (a typo); this release prints "dtype" (see docs/api.md).
         lines.append(f"\tOutput tensor: shape={shape}, dtype={self.tensor_dtype}, size={self.tensor_memory_str}{saved}")
         if act is not None:
             lines.append("\t\t" + tensor_preview(act))
@@ -347,6 +359,12 @@ class LayerPassLog:
         if not self.is_input_layer:
             lines.append(f"\tFunction: {self.func_name} (grad_fn: {self.grad_fn_name}) ")
             lines.append(f"\tComputed inside module: {self.containing_module or 'not computed inside a module'}")
+        cfg = self.func_config
+        if cfg:
+            lines.append("\tConfig: " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
+        ft = self.func_time
+        if ft is not None and not self.is_input_layer:
+            lines.append(f"\tTime elapsed: {ft: .3E}s")
         exited = self.modules_exited
         lines.append("\tOutput of modules: " + (", ".join(exited) if exited else "none"))
         if self.is_leaf_module_output:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ._format import compact_count, human_readable_size
+from ._model_extras import ModelLogExtras
 from .layer_log import LayerLog, LayerPassLog
 
 if TYPE_CHECKING:
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 _SEED_LABEL = re.compile(r"^(input|output|buffer)_(\d+)_(\d+)$")
 
 
-class ModelLog:
+class ModelLog(ModelLogExtras):
     """Log of one forward pass: every tensor computed, its metadata and (optionally) its value."""
 
     def __init__(
@@ -27,6 +28,10 @@ class ModelLog:
         self._data = data
         self._fin = fin
         self._saved = saved
+        # Activations of a lazily loaded or streamed bundle not read yet: node id -> LazyActivationRef.
+        self._lazy: dict[int, Any] = {}
+        self._loaded_from_bundle = False
+        self._bundle_path: str | None = None
         self._cols: dict[str, Any] = {}
         self._entries: dict[int, LayerPassLog] = {}
         self._records = data.records
@@ -129,6 +134,38 @@ class ModelLog:
     def _activation(self, pos: int) -> torch.Tensor | None:
         return self._saved.get(self._node_ids[pos])
 
+    def _has_saved(self, nid: int) -> bool:
+        return nid in self._saved or nid in self._lazy
+
+    def _materialize(self, pos: int, map_location: Any = "cpu") -> torch.Tensor | None:
+        nid = self._node_ids[pos]
+        t = self._saved.get(nid)
+        if t is not None:
+            return t
+        ref = self._lazy.get(nid)
+        if ref is None:
+            return None
+        t = ref.materialize(map_location)
+        for other, r in list(self._lazy.items()):
+            if r is ref:
+                self._saved[other] = t
+                del self._lazy[other]
+        return t
+
+    # ------------------------------------------------------------------ bundles
+    def save(self, path: Any, **kwargs: Any) -> None:
+        """Write this log as a portable bundle (see `torchlens.save`)."""
+        from ._io import save
+
+        save(self, path, **kwargs)
+
+    @staticmethod
+    def load(path: Any, **kwargs: Any) -> ModelLog:
+        """Load a portable bundle (see `torchlens.load`)."""
+        from ._io import load
+
+        return load(path, **kwargs)
+
     def _params_of(self, pos: int) -> list[ParamInfo]:
         if self._is_output(pos):
             return []
@@ -197,7 +234,12 @@ class ModelLog:
     def _entry(self, pos: int) -> LayerPassLog:
         e = self._entries.get(pos)
         if e is None:
-            e = self._entries[pos] = LayerPassLog(self, pos)
+            if self._kind(pos) == 1:
+                from ._objects import BufferLog
+
+                e = self._entries[pos] = BufferLog(self, pos)
+            else:
+                e = self._entries[pos] = LayerPassLog(self, pos)
         return e
 
     # ------------------------------------------------------------------ public
@@ -232,8 +274,6 @@ class ModelLog:
                 groups.setdefault(lab, []).append(pos)
             self._layer_logs = {lab: LayerLog(self, ps) for lab, ps in groups.items()}
         return self._layer_logs
-
-    layers = layer_logs
 
     @property
     def layer_num_passes(self) -> dict[str, int]:
@@ -274,7 +314,7 @@ class ModelLog:
     @property
     def layers_with_saved_activations(self) -> list[str]:
         labels = self._col("labels")
-        return [labels[p] for p in range(len(self)) if self._node_ids[p] in self._saved]
+        return [labels[p] for p in range(len(self)) if self._has_saved(self._node_ids[p])]
 
     @property
     def num_tensors_saved(self) -> int:
@@ -286,7 +326,7 @@ class ModelLog:
 
     @property
     def saved_activation_memory(self) -> int:
-        return sum(self._memory(p) for p in range(len(self)) if self._node_ids[p] in self._saved)
+        return sum(self._memory(p) for p in range(len(self)) if self._has_saved(self._node_ids[p]))
 
     @property
     def is_recurrent(self) -> bool:
@@ -434,8 +474,8 @@ class ModelLog:
             if k:
                 if not k.isdigit() or not 1 <= int(k) <= passes[addr]:
                     raise ValueError(f"Module {addr} has {passes[addr]} passes; pass {k} does not exist.")
-                return None
-            return ModuleView(self, addr, passes[addr])
+                return self.modules[key]
+            return self.modules[addr]
         return None
 
     def _help_text(self, key: str) -> str:
@@ -493,7 +533,7 @@ class ModelLog:
         return lines
 
     def __str__(self) -> str:
-        saved = set(self._saved)
+        saved = set(self._saved) | set(self._lazy)
         all_saved = all(n in saved for n in self._node_ids)
         none_saved = not any(n in saved for n in self._node_ids)
         s = [f"Log of {self.model_name} forward pass:"]
@@ -548,22 +588,3 @@ class ModelLog:
             f"saved={human_readable_size(self.saved_activation_memory)} forward={self.time_forward_pass:.3f}s"
         )
 
-
-class ModuleView:
-    """A module that ran several times, looked up by bare address (`log['fc']`)."""
-
-    def __init__(self, log: ModelLog, address: str, num_passes: int) -> None:
-        self._log = log
-        self.address = address
-        self.num_passes = num_passes
-
-    @property
-    def pass_labels(self) -> list[str]:
-        return [f"{self.address}:{k}" for k in range(1, self.num_passes + 1)]
-
-    @property
-    def passes(self) -> dict[int, LayerPassLog]:
-        return {k: self._log[f"{self.address}:{k}"] for k in range(1, self.num_passes + 1)}
-
-    def __repr__(self) -> str:
-        return f"ModuleLog: {self.address} ({self.num_passes} passes)"

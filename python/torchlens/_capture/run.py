@@ -128,13 +128,16 @@ def _run_capture_once(
     detach: bool,
     random_seed: int,
     copy_all: bool = False,
+    extras: dict | None = None,
+    sink: Any = None,
 ) -> Capture:
     """Run `model` once with capture on. Leaves torch, the model and the inputs as found."""
     if not _lock.acquire(blocking=False):
         raise ReentrancyError(
             "torchlens.log_forward_pass is not re-entrant: another forward pass is already being logged."
         )
-    session = Session(save, detach, copy_all)
+    session = Session(save, detach, copy_all, **(extras or {}))
+    session.sink = sink
     prepared = PreparedModel(model, session)
     # The capture allocates many small objects; a cyclic GC sweep over a large model mid-forward
     # costs more than the whole capture, and nothing created here forms cycles that must die early.
@@ -159,6 +162,8 @@ def _run_capture_once(
                 roles.append(role)
         seed_everything(random_seed)
         import time
+
+        session.rng_before_forward = torch.get_rng_state()
 
         t0 = time.perf_counter()
         hot.set_session(session)
@@ -193,9 +198,16 @@ def run_capture(
     save: str | frozenset[int] | None,
     detach: bool,
     random_seed: int,
+    extras: dict | None = None,
+    sink: Any = None,
 ) -> Capture:
-    """Run `model` once with capture on. Leaves torch, the model and the inputs as found."""
+    """Run `model` once with capture on. Leaves torch, the model and the inputs as found.
+
+    `extras` are opt-in Session options: save_args, save_rng, postfunc, save_raw.
+    """
     try:
-        return _run_capture_once(model, args, kwargs, save, detach, random_seed)
+        return _run_capture_once(model, args, kwargs, save, detach, random_seed, extras=extras, sink=sink)
     except _RetryWithCopies:
-        return _run_capture_once(model, args, kwargs, save, detach, random_seed, copy_all=True)
+        return _run_capture_once(
+            model, args, kwargs, save, detach, random_seed, copy_all=True, extras=extras, sink=sink
+        )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 import weakref
 from array import array
+from time import perf_counter as _perf
 from typing import Any
 
 from torch import Tensor
@@ -32,6 +36,37 @@ _setattr = setattr
 _type = type
 _len = len
 _hash = hash
+_getframe = sys._getframe
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Call-stack frames: code object -> 0 keep, 1 skip (torchlens internals), 2 stop (a module call boundary).
+_code_class: dict[Any, int] = {}
+_STOP_NAMES = frozenset({"_call_impl", "_wrapped_call_impl"})
+
+
+def _classify(co: Any) -> int:
+    fn = co.co_filename
+    inside = fn.startswith(_PKG_DIR)
+    if co.co_name in _STOP_NAMES or (inside and co.co_name == "__call__" and fn.endswith("wrap.py")):
+        c = 2
+    elif inside:
+        c = 1
+    else:
+        c = 0
+    _code_class[co] = c
+    return c
+
+
+class ParentRef:
+    """A captured argument that was a logged tensor: the producing node and its value at call time."""
+
+    __slots__ = ("nid", "value")
+
+    def __init__(self, nid: int, value: Any) -> None:
+        self.nid = nid
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"ParentRef({self.nid})"
 
 
 def _tok(a: Any, depth: int = 0) -> Any:
@@ -54,8 +89,40 @@ def _tok(a: Any, depth: int = 0) -> Any:
 class Session:
     """Records one forward pass. Created and torn down by `capture.run_capture`."""
 
-    def __init__(self, save: str | frozenset[int] | None, detach: bool = False, copy_all: bool = False) -> None:
+    def __init__(
+        self,
+        save: str | frozenset[int] | None,
+        detach: bool = False,
+        copy_all: bool = False,
+        save_args: bool = False,
+        save_rng: bool = False,
+        postfunc: Any = None,
+        save_raw: bool = True,
+    ) -> None:
         self.records: list[tuple] = []
+        # Parallel per-node arrays (not part of the record schema shared with the core):
+        # call-site chain id, id into `arg_toks` (hash of the non-tensor arguments), wall time.
+        self.site_ids = array("q")
+        self.sites: list[tuple] = [()]
+        self._site_index: dict[tuple, int] = {(): 0}
+        self.stack_sites: list[int] = [0]
+        self.stack_parent: list[int] = [0]
+        self.toks: list[tuple] = []
+        self.func_times: dict[int, float] = {}
+        self.op_times = array("d")
+        self._dt = 0.0
+        self.func_args: dict[int, tuple] = {}
+        self.func_rng: dict[int, Any] = {}
+        self.buffer_nid: dict[int, int] = {}
+        self.save_args = save_args
+        self.save_rng = save_rng
+        self.postfunc = postfunc
+        self.save_raw = save_raw
+        self.transformed: dict[int, Any] = {}
+        if save_args or save_rng:
+            self.call = self._call_slow  # type: ignore[method-assign]
+        if postfunc is not None:
+            self._save = self._save_post  # type: ignore[method-assign]
         # Per node: an id into `metas`, the interned (shape, dtype, grad_fn class name) triples.
         self.meta_ids = array("q")
         self.metas: list[tuple[tuple[int, ...], Any, str]] = []
@@ -79,9 +146,13 @@ class Session:
         self.buffer_roles: list[int] = []
         self.buffer_tensors: list[Tensor] = []
         self.pending_buffers = 0
+        self.transform_warned = False
         self.tagged: list[Any] = []
         self.outputs: list[tuple[int, int, int]] = []
         self.output_tensors: list[Tensor] = []
+        # Streaming (`_io.StreamSink`): called with each saved tensor; its `keep` says whether the
+        # tensor also stays in `saved`.
+        self.sink: Any = None
 
     # ------------------------------------------------------------------ hot path
     def call(self, orig: Any, fid: int, tid: int, flags: int, args: tuple, kwargs: dict) -> Any:
@@ -94,7 +165,9 @@ class Session:
             self.protect(args[0])
         n0 = self.ncalls + 1
         self.ncalls = n0
+        t0 = _perf()
         out = orig(*args, **kwargs)
+        self._dt = _perf() - t0
         bottom = self.ncalls == n0
         to = _type(out)
         if flags & 4 and to is Tensor:
@@ -181,6 +254,7 @@ class Session:
                 pid = self.param_ids.get(id(a))
                 if pid is not None:
                     params.append(pid)
+                toks.append(None)
             elif ta in _SCALARS:
                 toks.append(a)
             else:
@@ -190,7 +264,32 @@ class Session:
         if kwargs:
             self._scan(kwargs.values(), parents, params)
             toks.append(tuple([(k, _tok(v)) for k, v in kwargs.items()]))
-        arg_hash = 0 if params else _hash(tuple(toks)) & _MASK
+        tk = tuple(toks)
+        self.toks.append(tk)
+        self.op_times.append(self._dt)
+        arg_hash = 0 if params else _hash(tk) & _MASK
+        # Call site: the frames between the op and the nearest module call, interned as one id.
+        f = _getframe(3)
+        co = f.f_code
+        c = _code_class.get(co)
+        if c is None:
+            c = _classify(co)
+        if c == 0:
+            # Common case: the user frame calling the op, plus its caller unless that is a module call.
+            key = (co, f.f_lineno)
+            f = f.f_back
+            co = f.f_code
+            c = _code_class.get(co)
+            if c is None:
+                c = _classify(co)
+            key = (key,) if c != 0 else (key, (co, f.f_lineno))
+        else:
+            key = self._walk_rest((), f)
+        sid = self._site_index.get(key)
+        if sid is None:
+            sid = self._site_index[key] = _len(self.sites)
+            self.sites.append(key)
+        self.site_ids.append(sid)
         nid = _len(self.records)
         self.records.append((2, fid, tid, arg_hash, out_index, self.stack_id, tuple(params), tuple(parents), NO_STR))
         self._tag_and_meta(t, nid)
@@ -216,6 +315,11 @@ class Session:
         a copy of every saved tensor sharing its storage, and `versions_intact()` verifies at the
         end that nothing else wrote to them (the caller re-runs with copies if something did).
         """
+        sink = self.sink
+        if sink is not None:
+            sink(self, t, nid)  # copies the bytes now, so later in-place ops cannot change them
+            if not sink.keep:
+                return
         if self.copy_all:
             c = _raw_clone(t)
             self.saved[nid] = _raw_detach(c) if self.detach else c
@@ -248,12 +352,24 @@ class Session:
         saved = self.saved
         return all(saved[nid]._version == v for nid, v in self.ref_versions.items())
 
+    def note_transform(self) -> None:
+        if not self.transform_warned:
+            self.transform_warned = True
+            warnings.warn(
+                "torchlens detected a torch.func transform (vmap/grad/jacrev/jacfwd/...) during this forward "
+                "pass. Operations that run inside the transform are not logged; their results enter the graph "
+                "as tensors without parents.",
+                UserWarning,
+                stacklevel=4,
+            )
+
     # ------------------------------------------------------------------ sources
     def log_input(self, t: Tensor, role: str) -> None:
         nid = _len(self.records)
         # The role is hashed in so that two inputs never merge into one multi-pass layer (a 2.15 quirk).
         h = _hash((tuple(t.shape), str(t.dtype), role)) & _MASK
         self.records.append((0, _FUNC_NONE, _TYPE_INPUT, h, -1, 0, (), (), intern(role)))
+        self._source_extras()
         self._tag_and_meta(t, nid)
 
     def register_buffer_tensor(self, t: Tensor, address: str) -> None:
@@ -270,6 +386,10 @@ class Session:
         k = -tag - 1
         nid = _len(self.records)
         self.records.append((1, _FUNC_NONE, _TYPE_BUFFER, 0, -1, self.stack_id, (), (), self.buffer_roles[k]))
+        self.buffer_nid[k] = nid
+        self._source_extras()
+        if self.save_rng:
+            self.func_rng[nid] = _rng_state()
         copy_all = self.copy_all
         self.copy_all = True  # buffers are model state that kernels update in place (BatchNorm stats)
         try:
@@ -281,6 +401,7 @@ class Session:
     def log_identity(self, t: Tensor) -> Tensor:
         """Give a module output that is one of its inputs its own node (spec §7.4)."""
         alias = _raw_view_as(t, t)
+        self._dt = 0.0
         self._log(alias, _FUNC_IDENTITY, _TYPE_IDENTITY, -1, (t,), {}, False)
         return alias
 
@@ -300,8 +421,118 @@ class Session:
         if sid is None:
             sid = self._stack_index[key] = _len(self.module_stacks)
             self.module_stacks.append([*self.module_stacks[prev], (addr_id, pass_num)])
+            self.stack_parent.append(prev)
+            self.stack_sites.append(self._module_site())
         self.stack_id = sid
         return prev
+
+    def _walk_rest(self, key: tuple, f: Any) -> tuple:
+        """Continue a call-site walk from frame `f` up to the nearest module-call boundary."""
+        chain = [key] if key else []
+        n = 0
+        while f is not None and n < 40:
+            co = f.f_code
+            c = _code_class.get(co)
+            if c is None:
+                c = _classify(co)
+            if c == 2:
+                break
+            if c == 0:
+                chain.append((co, f.f_lineno))
+            f = f.f_back
+            n += 1
+        return tuple(chain)
+
+    def _module_site(self) -> int:
+        """Call site of a module call: the frame that called `Module.__call__` (one frame, cheap)."""
+        # 0 _module_site, 1 enter_module, 2 call_module, 3 the Module.__call__ wrapper, 4 the caller.
+        f = _getframe(4)
+        co = f.f_code
+        c = _code_class.get(co)
+        if c is None:
+            c = _classify(co)
+        key = ((co, f.f_lineno),) if c == 0 else ()
+        sid = self._site_index.get(key)
+        if sid is None:
+            sid = self._site_index[key] = _len(self.sites)
+            self.sites.append(key)
+        return sid
+
+    def _source_extras(self) -> None:
+        self.toks.append(())
+        self.op_times.append(0.0)
+        self.site_ids.append(0)
+
+    # ------------------------------------------------------------------ slow paths (opt-in)
+    def _call_slow(self, orig: Any, fid: int, tid: int, flags: int, args: tuple, kwargs: dict) -> Any:
+        """`call` plus argument copies (save_function_args) and RNG snapshots (save_rng_states)."""
+        records = self.records
+        n_before = _len(records)
+        cap = None
+        refs: list[tuple[ParentRef, Tensor]] = []
+        if self.save_args:
+            cap = (orig, _copy_arg(args, refs), _copy_arg(kwargs, refs))
+        rng = _rng_state() if self.save_rng else None
+        out = Session.call(self, orig, fid, tid, flags, args, kwargs)
+        for r, _t in refs:
+            if r.nid < 0:
+                r.nid = self.buffer_nid.get(-r.nid - 1, -1)
+        for nid in range(n_before, _len(records)):
+            rec = records[nid]
+            if rec[0] == 2 and rec[1] == fid and nid not in self.func_args:
+                self.func_args[nid] = cap
+                if rng is not None:
+                    self.func_rng[nid] = rng
+        return out
+
+    def prune_arg_versions(self) -> None:
+        """Drop each captured parent value that equals the parent's saved activation (keep the differing ones)."""
+        from torch import equal
+
+        saved = self.saved
+        seen: set[int] = set()
+        for cap in self.func_args.values():
+            if cap is None or id(cap) in seen:
+                continue
+            seen.add(id(cap))
+            stack = [cap[1], cap[2]]
+            while stack:
+                v = stack.pop()
+                tv = _type(v)
+                if tv is ParentRef:
+                    s = saved.get(v.nid)
+                    val = v.value
+                    if s is not None and isinstance(val, Tensor):
+                        try:
+                            same = s.shape == val.shape and s.dtype == val.dtype and bool(equal(_raw_detach(s), val))
+                        except Exception:
+                            same = False
+                        if same:
+                            v.value = None
+                elif tv is list or tv is tuple:
+                    stack.extend(v)
+                elif tv is dict:
+                    stack.extend(v.values())
+
+    def _save_post(self, t: Tensor, nid: int) -> None:
+        """Save path with an activation postfunc: keep a copy and the postfunc's result."""
+        c = _raw_clone(t)
+        if self.detach:
+            c = _raw_detach(c)
+        with hot.paused():
+            try:
+                tr = self.postfunc(c)
+            except Exception as e:
+                from .._errors import TorchLensPostfuncError
+
+                label = f"{_type_name(self, nid)}_{nid + 1}_raw"
+                raise TorchLensPostfuncError(
+                    f"activation_postfunc raised for layer {label} (raw={label}, func={_func_name(self, nid)}, "
+                    f"shape={tuple(t.shape)}, dtype={t.dtype}, streaming_active=False)."
+                ) from e
+        self.transformed[nid] = tr
+        if self.save_raw:
+            self.saved[nid] = c
 
     # ------------------------------------------------------------------ teardown
     def strip_tags(self) -> None:
@@ -321,3 +552,63 @@ class Session:
             if hasattr(t, TAG):
                 delattr(t, TAG)
         self.tagged.clear()
+
+
+def _type_name(s: Session, nid: int) -> str:
+    from .strings import STRINGS
+
+    return STRINGS[s.records[nid][2]]
+
+
+def _func_name(s: Session, nid: int) -> str:
+    from .strings import STRINGS
+
+    return STRINGS[s.records[nid][1]]
+
+
+def _rng_state() -> Any:
+    import torch
+
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    return (cpu, cuda)
+
+
+class GeneratorSnapshot:
+    """A `torch.Generator` argument as it was before the call; `make()` gives a fresh equal generator."""
+
+    __slots__ = ("device", "state")
+
+    def __init__(self, g: Any) -> None:
+        self.device = g.device
+        self.state = g.get_state()
+
+    def make(self) -> Any:
+        import torch
+
+        g = torch.Generator(device=self.device)
+        g.set_state(self.state)
+        return g
+
+
+def _copy_arg(a: Any, refs: list, depth: int = 0) -> Any:
+    """Copy of one call argument as it was before the call: tensors cloned, logged tensors as ParentRef."""
+    if isinstance(a, Tensor):
+        if isinstance(a, Parameter):
+            return a
+        tg = _getattr(a, TAG, None)
+        c = _raw_detach(_raw_clone(a))
+        if tg is not None:
+            r = ParentRef(tg, c)
+            refs.append((r, a))
+            return r
+        return c
+    if _type(a).__name__ == "Generator" and hasattr(a, "get_state"):
+        return GeneratorSnapshot(a)
+    if depth < 6:
+        ta = _type(a)
+        if ta is tuple or ta is list:
+            return ta([_copy_arg(b, refs, depth + 1) for b in a])
+        if ta is dict:
+            return {k: _copy_arg(v, refs, depth + 1) for k, v in a.items()}
+    return a

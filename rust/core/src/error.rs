@@ -8,6 +8,9 @@ pub enum CoreError {
     /// The capture batch breaks the record contract (id out of range, parent after child, ...).
     /// The bindings map it to `ValueError`.
     InvalidInput(String),
+    /// A bundle is missing, truncated, corrupted, of an unsupported version or hostile, or a
+    /// bundle write failed. The bindings map it to `TorchLensIOError`.
+    Bundle(String),
 }
 
 impl CoreError {
@@ -15,12 +18,23 @@ impl CoreError {
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
         Self::InvalidInput(msg.into())
     }
+
+    /// Shorthand for [`CoreError::Bundle`].
+    pub(crate) fn bundle(msg: impl Into<String>) -> Self {
+        Self::Bundle(msg.into())
+    }
+
+    /// A bundle error from an I/O error, with context.
+    pub(crate) fn io(ctx: String, err: &std::io::Error) -> Self {
+        Self::Bundle(format!("{ctx}: {err}"))
+    }
 }
 
 impl fmt::Display for CoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InvalidInput(msg) => write!(f, "invalid capture batch: {msg}"),
+            Self::Bundle(msg) => f.write_str(msg),
         }
     }
 }

@@ -26,7 +26,9 @@
 //! assert_eq!(fin.lookup("input.x"), Some(0));
 //! ```
 
+pub mod bundle;
 pub mod error;
+pub mod fastlog_store;
 pub mod finalize;
 pub mod fingerprint;
 pub mod graph;

@@ -45,6 +45,7 @@ fn expect_invalid(batch: &CaptureBatch, needle: &str) {
     match finalize(batch, &Options::default()) {
         Err(CoreError::InvalidInput(msg)) => assert!(msg.contains(needle), "{msg:?} lacks {needle:?}"),
         Ok(_) => panic!("accepted invalid batch, expected {needle:?}"),
+        Err(other) => panic!("unexpected error {other:?}, expected {needle:?}"),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Mapping of core errors to Python exceptions, in one place.
 
 use pyo3::PyErr;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use torchlens_core::CoreError;
 
 /// Wraps a [`CoreError`] so that `?` turns it into the right Python exception.
@@ -19,8 +19,22 @@ impl From<CoreErrorWrapper> for PyErr {
         match err.0 {
             // Bad input from the emitter is the caller's mistake: ValueError.
             CoreError::InvalidInput(msg) => PyValueError::new_err(msg),
+            // Bundle problems (missing, corrupt, hostile, write failures): TorchLensIOError.
+            CoreError::Bundle(msg) => TorchLensIOError::new_err(msg),
         }
     }
+}
+
+pyo3::create_exception!(
+    torchlens,
+    TorchLensIOError,
+    PyRuntimeError,
+    "A portable bundle could not be written or read (missing, truncated, corrupted, unsupported or hostile)."
+);
+
+/// A `TorchLensIOError` with a message.
+pub fn io_error(msg: impl Into<String>) -> PyErr {
+    TorchLensIOError::new_err(msg.into())
 }
 
 /// A `ValueError` for a malformed argument of `finalize`.

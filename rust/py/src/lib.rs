@@ -4,8 +4,10 @@
 //! it under the interpreter lock in one loop, then releases the lock for the core pipeline and
 //! returns a frozen [`Finalized`](_core::PyFinalized) handle with column accessors.
 
+mod bundle;
 mod convert;
 mod errors;
+mod fastlog;
 
 #[pyo3::pymodule]
 mod _core {
@@ -18,12 +20,23 @@ mod _core {
     use crate::errors::CoreErrorWrapper;
 
     #[pymodule_export]
+    use crate::bundle::{
+        PyStreamWriter, blob_read_into, blob_scan, blob_write, bundle_commit, bundle_open, manifest_check,
+        refuse_symlink, write_file,
+    };
+
+    #[pymodule_export]
+    use crate::fastlog::PyFastlogWriter;
+
+    #[pymodule_export]
     const RECORD_VERSION: u32 = torchlens_core::RECORD_VERSION;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("RECORD_FIELDS", PyTuple::new(m.py(), torchlens_core::RECORD_FIELDS)?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("IO_FORMAT_VERSION", torchlens_core::bundle::IO_FORMAT_VERSION)?;
+        m.add("TorchLensIOError", m.py().get_type::<crate::errors::TorchLensIOError>())?;
         m.add(
             "build_profile",
             if cfg!(debug_assertions) { "debug" } else { "release" },

@@ -1,0 +1,433 @@
+"""Forward-pass validation (spec §11): replay every op from its parents' saved activations.
+
+`validate_forward_pass(model, x)` runs the model once without logging (ground truth), logs it with
+`save_function_args=True, save_rng_states=True`, then `validate_log` checks (1) the outputs against
+the ground truth, (2) each op's saved activation against a replay of `func_applied` on copies of its
+captured arguments with the parents' saved activations substituted, (3) that perturbing each
+parent changes the replayed output (so parent attribution is real), (4) metadata invariants.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+import warnings
+from typing import Any
+
+import torch
+
+from ._errors import MetadataInvariantError
+
+_SKIP_ALL = frozenset({"empty_like", "new", "new_empty", "empty", "new_empty_strided", "empty_strided"})
+_SKIP_PERTURB = frozenset(
+    """expand_as new_zeros new_ones new_full new_tensor zero_ copy_ clamp clamp_ fill_ zeros_like ones_like
+    full_like rand_like randn_like randint_like meshgrid broadcast_tensors exponential_ type_as view_as
+    reshape_as __setitem__ masked_fill masked_fill_ index_select scatter scatter_ scatter_add_ gather embedding
+    cross_entropy nll_loss size dim numel bernoulli_ bernoulli uniform_ normal_ random_ detach detach_
+    requires_grad_ lstm gru rnn_tanh rnn_relu interpolate where masked_scatter masked_select
+    _pad_packed_sequence pack_padded_sequence to type cpu cuda float double half int long bool
+    max_pool2d_with_indices argmax argmin topk sort argsort""".split()
+)
+_NONE_RESULT_FIRST_ARG = frozenset({"__setitem__", "zero_", "__delitem__"})
+
+
+def _flat_tensors(obj: Any, out: list, depth: int = 0) -> list:
+    if isinstance(obj, torch.Tensor):
+        if all(o is not obj for o in out):
+            out.append(obj)
+    elif depth < 5 and isinstance(obj, tuple | list):
+        for o in obj:
+            _flat_tensors(o, out, depth + 1)
+    elif depth < 5 and isinstance(obj, dict):
+        for o in obj.values():
+            _flat_tensors(o, out, depth + 1)
+    elif depth < 5 and hasattr(obj, "__dict__") and not isinstance(obj, torch.nn.Module):
+        try:
+            vals = list(vars(obj).values())
+        except TypeError:
+            vals = []
+        for o in vals:
+            _flat_tensors(o, out, depth + 1)
+    return out
+
+
+def validate_forward_pass(
+    model: Any,
+    input_args: Any,
+    input_kwargs: dict | None = None,
+    random_seed: int | None = None,
+    verbose: bool = False,
+    validate_metadata: bool = True,
+) -> bool:
+    """Log `model` and check every saved activation by replaying the ops (spec §11.1).
+
+    Returns:
+        True when the outputs match a plain run, every op replays to its saved value and
+        perturbing any parent changes the op's result; False otherwise (reasons printed).
+    """
+    from ._capture import hot
+    from ._capture.modules import model_device
+    from ._capture.run import _clone_inputs, normalize_inputs, seed_everything
+    from .api import _check_model, log_forward_pass
+
+    model = _check_model(model)
+    if random_seed is None:
+        random_seed = random.randint(1, 4294967294)
+    args, kwargs = normalize_inputs(model, input_args, input_kwargs)
+    device = model_device(model)
+    gt_args = _clone_inputs(args, device)
+    gt_kwargs = _clone_inputs(kwargs, device)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    seed_everything(random_seed)
+    with hot.paused():
+        out = model(*gt_args, **gt_kwargs)
+    ground_truth = [t.detach().clone() for t in _flat_tensors(out, [])]
+    del out
+    with torch.no_grad():
+        model.load_state_dict(state)
+    log = log_forward_pass(
+        model,
+        args,
+        kwargs,
+        layers_to_save="all",
+        save_function_args=True,
+        save_rng_states=True,
+        random_seed=random_seed,
+    )
+    try:
+        return log.validate_forward_pass(ground_truth, verbose=verbose, validate_metadata=validate_metadata)
+    finally:
+        log.cleanup()
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+def _same(a: Any, b: Any, exact: bool) -> bool:
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        try:
+            return bool(a == b)
+        except Exception:
+            return False
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    a = a.detach()
+    b = b.detach()
+    if a.device != b.device:
+        b = b.to(a.device)
+    if a.numel() == 0:
+        return True
+    if a.is_floating_point() or a.is_complex():
+        nan_a, nan_b = a.isnan(), b.isnan()
+        if not torch.equal(nan_a, nan_b):
+            return False
+        if exact:
+            return bool(((a == b) | nan_a).all())
+        return bool(torch.isclose(a, b, rtol=1e-4, atol=1e-5, equal_nan=True).all())
+    return bool(torch.equal(a, b))
+
+
+def _nonsense(t: torch.Tensor) -> torch.Tensor:
+    """Random values of the same shape/dtype spread over the original range (spec §11.2)."""
+    with torch.no_grad():
+        t = t.detach()
+        if t.dtype == torch.bool:
+            return torch.randint(0, 2, t.shape, device=t.device).bool()
+        if t.is_floating_point() or t.is_complex():
+            base = t.real.float() if t.is_complex() else t.float()
+            finite = base[base.isfinite()]
+            lo = float(finite.min()) if finite.numel() else -1.0
+            hi = float(finite.max()) if finite.numel() else 1.0
+            span = hi - lo
+            pad = 0.1 * max(abs(lo), abs(hi)) if span > 1e-6 else 1.0
+            lo, hi = lo - pad, hi + pad
+            r = torch.rand(t.shape, device=t.device) * (hi - lo) + lo
+            return r.to(t.dtype)
+        lo, hi = int(t.min()) if t.numel() else 0, int(t.max()) if t.numel() else 10
+        if lo == hi:
+            lo, hi = (-10, 10) if lo < 0 else (0, 10)
+        return torch.randint(lo, hi + 1, t.shape, device=t.device).to(t.dtype)
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def _substitute(obj: Any, values: dict[int, Any], depth: int = 0) -> Any:
+    from ._capture.session import GeneratorSnapshot, ParentRef
+
+    if isinstance(obj, ParentRef):
+        v = values[obj.nid]
+        return v.clone() if isinstance(v, torch.Tensor) else v
+    if isinstance(obj, GeneratorSnapshot):
+        return obj.make()
+    if isinstance(obj, torch.Tensor) and not isinstance(obj, torch.nn.Parameter):
+        return obj.clone()
+    if depth < 6:
+        if type(obj) is tuple or type(obj) is list:
+            return type(obj)(_substitute(o, values, depth + 1) for o in obj)
+        if type(obj) is dict:
+            return {k: _substitute(v, values, depth + 1) for k, v in obj.items()}
+    return obj
+
+
+def _refs(obj: Any, out: list, depth: int = 0) -> list:
+    from ._capture.session import ParentRef
+
+    if isinstance(obj, ParentRef):
+        out.append(obj)
+    elif depth < 6:
+        if type(obj) is tuple or type(obj) is list:
+            for o in obj:
+                _refs(o, out, depth + 1)
+        elif type(obj) is dict:
+            for o in obj.values():
+                _refs(o, out, depth + 1)
+    return out
+
+
+def _replay(log: Any, nid: int, fa: tuple, values: dict[int, Any]) -> Any:
+    from ._capture import hot
+
+    orig, cargs, ckwargs = fa
+    args = _substitute(cargs, values)
+    kwargs = _substitute(ckwargs, values)
+    st = log._data.func_rng.get(nid)
+    with hot.paused(), torch.no_grad():
+        if st is not None:
+            torch.set_rng_state(st[0])
+            if st[1] is not None:
+                torch.cuda.set_rng_state_all(st[1])
+        out = orig(*args, **kwargs)
+    rec = log._records[nid]
+    name = log._data.strings[rec[1]]
+    if out is None and name in _NONE_RESULT_FIRST_ARG and args:
+        return args[0]
+    idx = rec[4]
+    if idx >= 0:
+        if isinstance(out, dict):
+            out = list(out.values())
+        out = out[idx]
+    return out
+
+
+def _parent_value(log: Any, ref: Any) -> Any:
+    """A parent's value as the child saw it: its saved activation, or the recorded version if that differs."""
+    if ref.value is not None:
+        return ref.value
+    return log._saved.get(ref.nid)
+
+
+def validate_log(log: Any, ground_truth: list[torch.Tensor], verbose: bool = False, validate_metadata: bool = True) -> bool:
+    """`ModelLog.validate_forward_pass`: see the module docstring."""
+    if getattr(log, "_from_bundle", False):
+        raise ValueError("validate_forward_pass is not available for logs loaded from a bundle.")
+    labels = log._col("labels")
+    outputs = [p for p in range(len(log)) if log._is_output(p)]
+    for i, (p, gt) in enumerate(zip(outputs, ground_truth, strict=False)):
+        act = log._activation(p)
+        if act is None or not _same(act, gt, exact=True):
+            print(f"The {i}th output layer, {labels[p]}, does not match the ground truth output tensor.")
+            return False
+    if not log._data.func_args:
+        warnings.warn("validate_forward_pass: the log has no captured arguments (save_function_args=False).")
+    n = len(log)
+    iterator: Any = range(n)
+    t_start = time.perf_counter()
+    try:
+        from tqdm import tqdm
+
+        iterator = tqdm(range(n), desc="Validating saved activations", delay=1.0, leave=False, disable=None)
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        pass
+    ok = True
+    for pos in iterator:
+        if not _check_node(log, pos, verbose):
+            ok = False
+            break
+    if hasattr(iterator, "close"):
+        iterator.close()
+    if verbose:
+        print(f"[torchlens] validated {n} layers in {time.perf_counter() - t_start:.2f}s")
+    if not ok:
+        return False
+    if validate_metadata:
+        check_metadata_invariants(log)
+    return True
+
+
+def _check_node(log: Any, pos: int, verbose: bool) -> bool:
+    labels = log._col("labels")
+    parents = log._col("parents")[pos]
+    saved = log._activation(pos)
+    if log._is_output(pos):
+        if parents:
+            pv = log._activation(parents[0])
+            if pv is not None and saved is not None and not _same(saved, pv, exact=True):
+                print(f"Saved activations for layer {labels[pos]} do not match its parent {labels[parents[0]]}.")
+                return False
+        return True
+    kind = log._kind(pos)
+    if kind != 2 or saved is None:
+        return True
+    nid = log._node_ids[pos]
+    name = log._data.strings[log._records[nid][1]]
+    if name == "identity":
+        # A module returned a tensor it received; a kernel the capture does not intercept (e.g.
+        # `hardswish_` via torch._C._nn) may have changed it in place since, so there is nothing to replay.
+        return True
+    fa = log._data.func_args.get(nid)
+    if fa is None or name in _SKIP_ALL:
+        return True
+    refs = _refs((fa[1], fa[2]), [])
+    pon = log._pos_of_nid()
+    # (a) argument bookkeeping: every graph parent appears among the captured arguments.
+    ref_pos = {pon[r.nid] for r in refs if r.nid in pon}
+    missing = [labels[q] for q in parents if q not in ref_pos]
+    if missing:
+        print(f"Layer {labels[pos]}: parents {missing} are not among its captured arguments.")
+        return False
+    values = {r.nid: _parent_value(log, r) for r in refs}
+    if any(v is None for v in values.values()):
+        return True
+    try:
+        out = _replay(log, nid, fa, values)
+    except Exception as e:
+        warnings.warn(f"Replaying layer {labels[pos]} raised {type(e).__name__}: {e}")
+        return False
+    if not _same(saved, out, exact=False):
+        print(
+            f"Saved activations for layer {labels[pos]} do not match the values computed based on the parent "
+            f"layers {[labels[q] for q in parents]}."
+        )
+        return False
+    if name in _SKIP_PERTURB or not isinstance(out, torch.Tensor):
+        return True
+    return _perturb_ok(log, pos, nid, name, fa, values, out, refs, verbose)
+
+
+def _perturb_ok(log: Any, pos: int, nid: int, name: str, fa: tuple, values: dict, out: Any, refs: list, verbose: bool) -> bool:
+    labels = log._col("labels")
+    if out.numel() == 0 or out.dtype == torch.bool or not (out.is_floating_point() or out.is_complex()):
+        return True
+    with torch.no_grad():
+        o = out.detach()
+        if not bool(o.isfinite().any()):
+            return True
+        flat = o.reshape(-1)
+        if bool((flat == flat[0]).all()):
+            return True
+    for nid_p in dict.fromkeys(r.nid for r in refs):
+        v = values[nid_p]
+        if not isinstance(v, torch.Tensor) or v.numel() == 0 or not (v.is_floating_point() or v.is_complex()):
+            continue
+        others = [w for k, w in values.items() if k != nid_p and isinstance(w, torch.Tensor)]
+        changed = False
+        for _ in range(3):
+            pert = dict(values)
+            pert[nid_p] = _nonsense(v)
+            try:
+                out2 = _replay(log, nid, fa, pert)
+            except Exception:
+                changed = True
+                break
+            if not isinstance(out2, torch.Tensor) or not _same(out, out2, exact=True):
+                changed = True
+                break
+        if changed:
+            continue
+        if _excused(name, out, v, others, fa):
+            continue
+        p = log._pos_of_nid().get(nid_p)
+        print(
+            f"Perturbing parent {labels[p] if p is not None else nid_p} of layer {labels[pos]} did not change its "
+            "output; the parent attribution looks wrong."
+        )
+        return False
+    return True
+
+
+def _excused(name: str, out: torch.Tensor, parent: torch.Tensor, others: list, fa: tuple) -> bool:
+    """The post-hoc excuse cascade of spec §11.2 for a perturbation that changed nothing."""
+    if name in ("__getitem__", "unbind", "split", "chunk", "narrow", "select", "slice") and out.numel() <= 64:
+        return True
+    if name.endswith("_like") or name in ("meshgrid", "broadcast_tensors"):
+        return True
+    with torch.no_grad():
+        for w in others:
+            if w.numel() and (bool((w == 0).all()) or bool((w == 1).all())):
+                return True
+        from ._capture.session import ParentRef
+
+        for a in list(fa[1]) + list(fa[2].values()):
+            if isinstance(a, torch.Tensor) and not isinstance(a, ParentRef) and a.numel():
+                if bool((a == 0).all()) or bool((a == 1).all()):
+                    return True
+    return False
+
+
+# --------------------------------------------------------------------------- invariants
+
+
+def _fail(family: str, msg: str) -> None:
+    raise MetadataInvariantError(f"[{family}] {msg}")
+
+
+def check_metadata_invariants(log: Any) -> bool:
+    """Families of consistency checks over the log (spec §11.3); raises MetadataInvariantError."""
+    n = len(log)
+    labels = log._col("labels")
+    parents = log._col("parents")
+    children = log._col("children")
+    # A: self-consistency of counts and lists.
+    if len(labels) != n or len(set(labels)) != n:
+        _fail("A", "layer labels are not unique or do not match the number of layers")
+    if log.num_tensors_total != n:
+        _fail("A", "num_tensors_total differs from len(log)")
+    if log.num_operations != sum(1 for p in range(n) if log._kind(p) == 2 and not log._is_output(p)):
+        _fail("A", "num_operations differs from the number of op entries")
+    # B: special-layer lists agree with per-entry flags.
+    if log.input_layers != [e.layer_label for e in log if e.is_input_layer]:
+        _fail("B", "input_layers disagree with is_input_layer")
+    if log.output_layers != [e.layer_label for e in log if e.is_output_layer]:
+        _fail("B", "output_layers disagree with is_output_layer")
+    if log.buffer_layers != [e.layer_label for e in log if e.is_buffer_layer]:
+        _fail("B", "buffer_layers disagree with is_buffer_layer")
+    # C/M: parent/child symmetry and ordering.
+    for p in range(n):
+        for q in parents[p]:
+            if p not in children[q]:
+                _fail("C", f"{labels[q]} is a parent of {labels[p]} but does not list it as a child")
+            if q >= p:
+                _fail("M", f"parent {labels[q]} does not precede {labels[p]}")
+        for c in children[p]:
+            if p not in parents[c]:
+                _fail("C", f"{labels[c]} is a child of {labels[p]} but does not list it as a parent")
+    # E/G: passes contiguous 1..n and LayerLog cross-references.
+    for lab, lay in log.layer_logs.items():
+        nums = [log._col("pass_nums")[p] for p in lay._positions]
+        if nums != list(range(1, len(nums) + 1)):
+            _fail("E", f"passes of {lab} are not 1..{len(nums)}")
+        for p in lay._positions:
+            if log._col("labels_no_pass")[p] != lab or log._col("num_passes")[p] != len(nums):
+                _fail("G", f"pass {labels[p]} disagrees with its LayerLog {lab}")
+    # H: module containment.
+    for lab, ps in log._module_pass_positions().items():
+        for p in ps:
+            if lab not in log._containing_modules(p):
+                _fail("H", f"{labels[p]} listed in module pass {lab} but not contained in it")
+    # J: parameter users exist.
+    for idx, users in log._param_users().items():
+        for u in users:
+            if log._fin.lookup(u) is None:
+                _fail("J", f"parameter {log._data.params[idx].address} used by unknown layer {u}")
+    # R: lookup keys resolve back to their entry.
+    for p in range(n):
+        for k in log._fin.lookup_keys(p):
+            if log._fin.lookup(k) is None:
+                _fail("R", f"lookup key {k!r} of {labels[p]} does not resolve")
+    return True
+
+
+def _unused() -> None:  # pragma: no cover - keeps `copy` imported for replays of custom objects
+    copy.copy(None)

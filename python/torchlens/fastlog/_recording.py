@@ -1,0 +1,761 @@
+"""`Recorder`, `record`, `Recording`, `load` and `recover` (spec §10.2, §10.3, §10.7, §10.8)."""
+
+from __future__ import annotations
+
+import gc
+import os
+import random
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._capture import hot, run, wrap
+from .._options import MISSING, StreamingOptions
+from . import _storage
+from ._session import Decider, FastSession, retained_copy
+from ._types import (
+    ActivationRecord,
+    BundleNotFinalizedError,
+    CaptureSpec,
+    PredicateError,
+    RecorderStateError,
+    RecordingConfigError,
+    RecoveryError,
+    TrainingModeConfigError,
+    _from_json,
+)
+
+_POSTPROCESS = ("none", "module_path_strings", "param_addresses", "all-feasible")
+_RECORD_POSTPROCESS = (*_POSTPROCESS, "labels")
+_ERROR_MODES = ("auto", "accumulate", "fail-fast")
+
+
+@dataclass(frozen=True)
+class RecordingOptions:
+    """Validated fastlog options (spec §10.3)."""
+
+    keep_op: Any = None
+    keep_module: Any = None
+    default_op: Any = False
+    default_module: Any = False
+    history_size: int = 8
+    include_source_events: bool = False
+    max_predicate_failures: int = 32
+    on_predicate_error: str = "auto"
+    streaming: StreamingOptions | None = None
+    random_seed: int | None = None
+    activation_postfunc: Any = None
+    save_raw_activation: bool = True
+    train_mode: bool = False
+
+
+def _repr(f: Any) -> str | None:
+    if f is None:
+        return None
+    return getattr(f, "__qualname__", None) or repr(f)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Records of one or more fastlog passes (spec §10.7)."""
+
+    records: list[ActivationRecord] = field(default_factory=list)
+    by_pass: dict[int, list[int]] = field(default_factory=dict)
+    by_label: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    by_module_address: dict[str, list[int]] = field(default_factory=dict)
+    bundle_path: str | None = None
+    n_passes: int = 0
+    n_records: int = 0
+    pass_start_times: list[float] = field(default_factory=list)
+    pass_end_times: list[float] = field(default_factory=list)
+    predicate_failures: list[Any] = field(default_factory=list)
+    predicate_failure_overflow_count: int = 0
+    keep_op_repr: str | None = None
+    keep_module_repr: str | None = None
+    history_size: int = 8
+    activation_postfunc_repr: str | None = None
+    recovered: bool = False
+    recovery_warnings: list[str] = field(default_factory=list)
+    sample_ids: dict[int, Any] = field(default_factory=dict)
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+
+    def _add(self, rec: ActivationRecord) -> None:
+        i = len(self.records)
+        self.records.append(rec)
+        ctx = rec.ctx
+        p = ctx.pass_index
+        self.by_pass.setdefault(p, []).append(i)
+        label = ctx.label
+        self.by_label.setdefault(label, []).append((p, i))
+        raw = ctx.raw_label
+        if raw != label:
+            self.by_label.setdefault(raw, []).append((p, i))
+            if ":" in label:  # a multi-pass layer: its label without the pass also resolves
+                self.by_label.setdefault(label.split(":", 1)[0], []).append((p, i))
+        addr = ctx.module_address
+        if addr is not None:
+            self.by_module_address.setdefault(addr, []).append(i)
+        self._set("n_records", i + 1)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[ActivationRecord]:
+        return iter(self.records)
+
+    def __getitem__(self, key: int | str) -> Any:
+        if isinstance(key, int):
+            return self.records[key]
+        if isinstance(key, str):
+            hits = self.by_label.get(key)
+            if hits is None:
+                raise KeyError(f"no fastlog record labelled {key!r}")
+            return [self.records[i] for _, i in hits]
+        raise TypeError("Recording indices must be int or str")
+
+    def iter_pass(self, n: int) -> Iterator[ActivationRecord]:
+        for i in self.by_pass.get(n, []):
+            yield self.records[i]
+
+    def to_pandas(self) -> Any:
+        import pandas as pd
+
+        rows = [
+            {
+                "kind": r.ctx.kind,
+                "label": r.ctx.label,
+                "pass_index": r.ctx.pass_index,
+                "event_index": r.ctx.event_index,
+                "save_activation": r.spec.save_activation,
+                "save_metadata": r.spec.save_metadata,
+            }
+            for r in self.records
+        ]
+        return pd.DataFrame(
+            rows, columns=["kind", "label", "pass_index", "event_index", "save_activation", "save_metadata"]
+        )
+
+    def summary(self) -> str:
+        return f"Recording(n_passes={self.n_passes}, n_records={self.n_records})"
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+    def enrich(self, steps: str | Iterable[str] = "all-feasible", model: nn.Module | None = None) -> Recording:
+        """Add `module_path_strings` / `module_path` (and parameter addresses given `model`) to metadata."""
+        names = [steps] if isinstance(steps, str) else list(steps)
+        for s in names:
+            if s not in _POSTPROCESS:
+                raise RecordingConfigError(f"unknown postprocess step {s!r}; choose from {_POSTPROCESS}")
+        want_paths = any(s in ("module_path_strings", "all-feasible") for s in names)
+        want_params = any(s in ("param_addresses", "all-feasible") for s in names)
+        params_by_module: dict[str, list[str]] = {}
+        if want_params and model is not None:
+            for addr, mod in model.named_modules():
+                params_by_module[addr] = [f"{addr}.{n}" if addr else n for n, _ in mod.named_parameters(recurse=False)]
+        for r in self.records:
+            md = r.metadata if isinstance(r.metadata, dict) else {}
+            if want_paths:
+                paths = tuple(f.module_address for f in r.ctx.module_stack)
+                md["module_path_strings"] = paths
+                md["module_path"] = ".".join(p for p in paths if p)[-1:] and (paths[-1] if paths else "")
+            if want_params and model is not None and r.ctx.kind == "op":
+                addr = r.ctx.module_address
+                if addr is not None:
+                    md["param_addresses"] = tuple(params_by_module.get(addr, ()))
+            if r.metadata is not md:
+                object.__setattr__(r, "metadata", md)
+        return self
+
+
+def _check_options(o: RecordingOptions) -> RecordingOptions:
+    if o.keep_op is not None and not callable(o.keep_op):
+        raise RecordingConfigError("keep_op must be callable or None")
+    if o.keep_module is not None and not callable(o.keep_module):
+        raise RecordingConfigError("keep_module must be callable or None")
+    for name in ("default_op", "default_module"):
+        v = getattr(o, name)
+        if v is not MISSING and not isinstance(v, bool | CaptureSpec):
+            raise RecordingConfigError(f"{name} must be a bool or CaptureSpec")
+    if isinstance(o.history_size, bool) or not isinstance(o.history_size, int) or not 0 <= o.history_size <= 1024:
+        raise RecordingConfigError("history_size must be an int in [0, 1024]")
+    if (
+        isinstance(o.max_predicate_failures, bool)
+        or not isinstance(o.max_predicate_failures, int)
+        or (o.max_predicate_failures < 0)
+    ):
+        raise RecordingConfigError("max_predicate_failures must be an int >= 0")
+    if o.on_predicate_error not in _ERROR_MODES:
+        raise RecordingConfigError(f"on_predicate_error must be one of {_ERROR_MODES}")
+    if o.activation_postfunc is not None and not callable(o.activation_postfunc):
+        raise RecordingConfigError("activation_postfunc must be callable or None")
+    if o.streaming is not None and not isinstance(o.streaming, StreamingOptions):
+        raise RecordingConfigError("streaming must be a StreamingOptions or None")
+    disk_only = o.streaming is not None and o.streaming.bundle_path is not None and not o.streaming.retain_in_memory
+    dop, dmod = o.default_op, o.default_module
+    if o.train_mode:
+        for name, v in (("default_op", dop), ("default_module", dmod)):
+            if v is True or (isinstance(v, CaptureSpec) and not v.keep_grad):
+                raise TrainingModeConfigError(
+                    f"train_mode=True conflicts with {name}={v!r}; use CaptureSpec(keep_grad=True) or omit it"
+                )
+        if dop is MISSING:
+            dop = CaptureSpec(keep_grad=True)
+    dop = False if dop is MISSING else dop
+    dmod = False if dmod is MISSING else dmod
+    if disk_only and isinstance(dop, CaptureSpec) and dop.keep_grad:
+        raise RecordingConfigError("fastlog cannot use keep_grad=True with disk-only fastlog storage")
+    has_default = bool(dop) or bool(dmod)
+    if isinstance(dop, CaptureSpec):
+        has_default = dop.save_activation or dop.save_metadata or bool(dmod)
+    if o.keep_op is None and o.keep_module is None and not has_default:
+        raise RecordingConfigError("fastlog requires a predicate or a true default capture spec")
+    return RecordingOptions(**{**o.__dict__, "default_op": dop, "default_module": dmod})
+
+
+def _reject_model(model: Any) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise RecordingConfigError("fastlog needs a torch.nn.Module")
+    name = type(model).__name__
+    if name == "FullyShardedDataParallel" or "fsdp" in type(model).__module__.lower():
+        raise RuntimeError(
+            "torchlens.fastlog does not support FullyShardedDataParallel (FSDP): "
+            "record the unwrapped module on each rank instead"
+        )
+    if name == "OptimizedModule" or hasattr(model, "_orig_mod"):
+        raise RecordingConfigError(
+            "torchlens.fastlog does not support torch.compile'd models; pass the original module"
+        )
+    if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
+        model = model.module
+    return model
+
+
+def _rank() -> int:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank()
+    except Exception:  # noqa: BLE001
+        pass
+    return 0
+
+
+def _normalize(input_args: Any, input_kwargs: dict | None) -> tuple[tuple, dict]:
+    kwargs = dict(input_kwargs or {})
+    if input_args is None:
+        return (), kwargs
+    if type(input_args) is tuple:
+        return input_args, kwargs
+    if type(input_args) is list:
+        return tuple(input_args), kwargs
+    return (input_args,), kwargs
+
+
+def _input_tensors(args: tuple, kwargs: dict) -> list[tuple[str, Tensor]]:
+    found: list[tuple[str, Tensor]] = []
+    for i, a in enumerate(args):
+        run._walk_tensors(a, f"input.{i}", found)
+    for k, v in kwargs.items():
+        run._walk_tensors(v, f"input.{k}", found)
+    return [(r, t) for r, t in found if type(t) is Tensor]
+
+
+class Recorder:
+    """Records predicate-selected events over one or many forward passes (spec §10.3)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        keep_op: Any = None,
+        keep_module: Any = None,
+        default_op: Any = MISSING,
+        default_module: Any = MISSING,
+        history_size: int = 8,
+        include_source_events: bool = False,
+        max_predicate_failures: int = 32,
+        on_predicate_error: str = "auto",
+        streaming: StreamingOptions | None = None,
+        random_seed: int | None = None,
+        activation_postfunc: Any = None,
+        save_raw_activation: bool = True,
+        train_mode: bool = False,
+        copy_payloads: bool = False,
+        final_labels: bool = False,
+    ) -> None:
+        self.model = _reject_model(model)
+        self.copy_payloads = copy_payloads
+        self.final_labels = final_labels
+        self._label_maps: dict[Any, dict[int, tuple[str, str]] | None] = {}
+        self._label_map: dict[int, tuple[str, str]] | None = None
+        self._session: FastSession | None = None
+        self.options = _check_options(
+            RecordingOptions(
+                keep_op,
+                keep_module,
+                default_op,
+                default_module,
+                history_size,
+                include_source_events,
+                max_predicate_failures,
+                on_predicate_error,
+                streaming,
+                random_seed,
+                activation_postfunc,
+                save_raw_activation,
+                train_mode,
+            )
+        )
+        o = self.options
+        self.bundle_path: Path | None = None
+        self.retain = True
+        if o.streaming is not None and o.streaming.bundle_path is not None:
+            p = Path(o.streaming.bundle_path)
+            self.bundle_path = p.parent / f"rank_{_rank():02d}" / p.name
+            self.retain = o.streaming.retain_in_memory
+        mode = o.on_predicate_error
+        fail_fast = mode == "fail-fast" or (mode == "auto" and self.bundle_path is not None)
+        self.decider = Decider(
+            o.keep_op, o.keep_module, o.default_op, o.default_module, fail_fast, o.max_predicate_failures
+        )
+        self._state = "new"
+        self._recording: Recording | None = None
+        self._store: _storage.DiskStore | None = None
+        self._passes = 0
+        self._wrapped = False
+
+    # ------------------------------------------------------------------ context manager
+    def __enter__(self) -> Recorder:
+        if self._state != "new":
+            raise RecorderStateError("a Recorder can be entered only once")
+        self._state = "open"
+        o = self.options
+        self._rec = Recording(
+            bundle_path=str(self.bundle_path) if self.bundle_path is not None else None,
+            keep_op_repr=_repr(o.keep_op),
+            keep_module_repr=_repr(o.keep_module),
+            history_size=o.history_size,
+            activation_postfunc_repr=_repr(o.activation_postfunc),
+        )
+        if self.bundle_path is not None:
+            self._store = _storage.DiskStore(self.bundle_path)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._state != "open":
+            return
+        self._state = "closed"
+        rec = self._rec
+        d = self.decider
+        rec._set("predicate_failures", list(d.failures))
+        rec._set("predicate_failure_overflow_count", d.overflow)
+        if exc_type is not None:
+            if self._store is not None:
+                self._store.abort()
+            self._recording = rec
+            return
+        if self._store is not None:
+            o = self.options
+            meta = {
+                "n_passes": rec.n_passes,
+                "n_records": rec.n_records,
+                "pass_start_times": rec.pass_start_times,
+                "pass_end_times": rec.pass_end_times,
+                "keep_op_repr": rec.keep_op_repr,
+                "keep_module_repr": rec.keep_module_repr,
+                "history_size": rec.history_size,
+                "predicate_failure_overflow_count": d.overflow,
+                "activation_postfunc_repr": rec.activation_postfunc_repr,
+                "save_raw_activation": o.save_raw_activation,
+                "sample_ids": {str(k): _jsonable(v) for k, v in rec.sample_ids.items()},
+            }
+            final = self._store.finalize(meta, rec.by_pass, rec.by_label)
+            rec._set("bundle_path", str(final))
+        self._recording = rec
+        if d.total_failures and not d.fail_fast:
+            raise PredicateError(
+                f"fastlog predicate failed during recording: {d.last_error}",
+                failures=tuple(d.failures),
+                total_count=d.total_failures,
+                overflow=d.overflow,
+            )
+
+    @property
+    def recording(self) -> Recording:
+        if self._recording is None:
+            raise RecorderStateError("Recorder.recording is available only after the `with` block exits")
+        return self._recording
+
+    # ------------------------------------------------------------------ passes
+    def log(self, input_args: Any, input_kwargs: dict | None = None, *, sample_id: Any = None) -> Any:
+        if self._state != "open":
+            raise RecorderStateError("Recorder.log() must be called inside the Recorder's `with` block")
+        args, kwargs = _normalize(input_args, input_kwargs)
+        o = self.options
+        self._passes += 1
+        p = self._passes
+        rec = self._rec
+        if sample_id is not None:
+            rec.sample_ids[p] = sample_id
+        sink = self._sink
+        self._label_map = self._final_label_map(args, kwargs) if self.final_labels else None
+        session = FastSession(self.model, self.decider, sink, o.history_size, o.include_source_events, p, sample_id)
+        if not run._lock.acquire(blocking=False):
+            raise RecorderStateError("another torchlens capture is already running in this process")
+        gc_was = gc.isenabled()
+        gc.disable()
+        self._session = session
+        try:
+            if not self._wrapped:
+                wrap.ensure_wrapped()
+                self._wrapped = True
+            if o.random_seed is not None:
+                run.seed_everything(o.random_seed)
+            session.register_buffers()
+            session.t0 = time.perf_counter()
+            rec.pass_start_times.append(time.time())
+            for role, t in _input_tensors(args, kwargs):
+                session.log_input(t, role)
+            session.enter_root()
+            hot.set_session(session)
+            try:
+                out = self.model(*args, **kwargs)
+            finally:
+                hot.set_session(None)
+            session.exit_root()
+            rec.pass_end_times.append(time.time())
+            rec._set("n_passes", p)
+            if self._label_map:
+                self._check_label_map(session, args, kwargs)
+            changed = session.check_versions()
+            if changed:
+                warnings.warn(
+                    f"fastlog: {len(changed)} kept tensor(s) were modified in place by code TorchLens does not "
+                    f"intercept (e.g. {changed[0]}); their records show the modified values. Pass "
+                    "copy_payloads=True to store copies.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        finally:
+            hot.set_session(None)
+            self._session = None
+            session.strip_tags()
+            if gc_was:
+                gc.enable()
+            run._lock.release()
+        return out
+
+    def log_many(
+        self,
+        inputs: Iterable[Any],
+        *,
+        sample_ids: Iterable[Any] | None = None,
+        progress: bool = True,
+        desc: str = "fastlog",
+    ) -> list[Any] | None:
+        """Log every input of an iterable (tuples are positional args), with a tqdm progress bar.
+
+        Outputs are not kept (bounded memory); returns None.
+        """
+        ids = iter(sample_ids) if sample_ids is not None else None
+        it: Iterable[Any] = inputs
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
+            it = tqdm(inputs, total=total, desc=desc, unit="input")
+        for i, x in enumerate(it):
+            sid = next(ids) if ids is not None else i
+            self.log(x, sample_id=sid)
+        return None
+
+    # ------------------------------------------------------------------ final labels
+    def _final_label_map(self, args: tuple, kwargs: dict) -> dict[int, tuple[str, str]] | None:
+        """creation order -> (layer_type, final label) from one metadata-only `log_forward_pass`.
+
+        Computed once per input signature (shapes, dtypes, devices) and reused. The model's buffers
+        and the RNG states are restored afterwards, so the recorded passes see the same state.
+        """
+        sig = _signature(args, kwargs)
+        if sig in self._label_maps:
+            return self._label_maps[sig]
+        from ..api import log_forward_pass
+
+        model = self.model
+        bufs = [(b, b.detach().clone()) for b in model.buffers()]
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        py_rng = random.getstate()
+        try:
+            inp: Any = args[0] if len(args) == 1 else list(args)
+            log = log_forward_pass(model, inp, kwargs or None, layers_to_save=None)
+            mapping = {}
+            for layer in log:
+                lt = layer.layer_type
+                if lt == "output":
+                    continue
+                mapping[int(layer.creation_order)] = (lt, layer.layer_label)
+        except Exception as e:  # noqa: BLE001 - labels stay raw; recording itself is unaffected
+            warnings.warn(
+                f"fastlog: final labels unavailable ({type(e).__name__}: {e}); records keep raw labels",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            mapping = None
+        finally:
+            with torch.no_grad():
+                for b, saved in bufs:
+                    b.copy_(saved)
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+            random.setstate(py_rng)
+        self._label_maps[sig] = mapping
+        return mapping
+
+    def _check_label_map(self, session: FastSession, args: tuple, kwargs: dict) -> None:
+        """After a pass: if its op sequence differs from the mapped one, revert this pass to raw labels."""
+        from .._capture.strings import STRINGS
+
+        mapping = self._label_map or {}
+        parts = session.label_parts
+        bad = any(
+            m is not None and m[0] != STRINGS[parts[c][0]]
+            for c, m in ((c, mapping.get(c)) for c in range(1, len(parts)))
+        )
+        if not bad:
+            return
+        self._label_maps[_signature(args, kwargs)] = None
+        warnings.warn(
+            "fastlog: this pass's operation sequence differs from the log_forward_pass used for final labels "
+            "(data-dependent control flow); its records keep raw labels",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        rec = self._rec
+        for i in rec.by_pass.get(session.pass_index, []):
+            r = rec.records[i]
+            if r.ctx.label != r.ctx.raw_label:
+                object.__setattr__(r, "ctx", r.ctx.with_label(r.ctx.raw_label))
+
+    def _sink(self, ctx: Any, spec: CaptureSpec, t: Tensor | None) -> None:
+        o = self.options
+        lm = self._label_map
+        if lm is not None and ctx.kind != "module_enter" and ctx.kind != "module_exit":
+            m = lm.get(ctx.creation_order)
+            if m is not None and m[0] == ctx.layer_type:
+                ctx = ctx.with_label(m[1])
+        store = self._store
+        ram = raw_disk = tr_ram = tr_disk = None
+        metadata: dict[str, Any] = {}
+        if spec.save_activation and t is not None:
+            if spec.keep_grad and store is not None and not self.retain:
+                raise PredicateError("keep_grad=True is invalid for disk-only fastlog storage", ctx=ctx)
+            # RAM: keep a reference (copy-on-write, see FastSession.track); disk only: the bytes are
+            # copied out right away by the writer, so no intermediate clone is needed either.
+            by_ref = not self.copy_payloads and o.activation_postfunc is None
+            copy = retained_copy(t, spec, copy=not by_ref)
+            transformed = None
+            if o.activation_postfunc is not None:
+                transformed = o.activation_postfunc(copy)
+            keep_raw = o.save_raw_activation or transformed is None
+            if self.retain:
+                ram = copy if keep_raw else None
+                tr_ram = transformed
+            if store is not None:
+                payloads = []
+                label = ctx.label
+                if keep_raw:
+                    payloads.append((f"{label}::activation", copy))
+                if isinstance(transformed, Tensor):
+                    payloads.append((f"{label}::transformed_activation", transformed))
+                metadata = store.write(ctx.to_json(), spec.to_json(), payloads, time.time())
+        elif store is not None:
+            metadata = store.write(ctx.to_json(), spec.to_json(), [], time.time())
+        if store is not None and not self.retain:
+            ctx = ctx.frozen(False) if ctx._hist else ctx
+        record = ActivationRecord(ctx, spec, ram, raw_disk, tr_ram, tr_disk, metadata, time.time())
+        self._rec._add(record)
+        if ram is not None and t is not None and self._session is not None and not self.copy_payloads:
+            self._session.track(record, t)
+
+
+def _signature(args: tuple, kwargs: dict) -> Any:
+    def sig(a: Any, depth: int = 0) -> Any:
+        if isinstance(a, Tensor):
+            return ("T", tuple(a.shape), a.dtype, a.device.type)
+        if isinstance(a, tuple | list) and depth < 5:
+            return tuple(sig(b, depth + 1) for b in a)
+        if isinstance(a, dict) and depth < 5:
+            return tuple((k, sig(v, depth + 1)) for k, v in a.items())
+        return type(a).__name__
+
+    return (sig(args), sig(kwargs))
+
+
+def _jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    return repr(v)
+
+
+def record(
+    model: nn.Module,
+    input_args: Any,
+    input_kwargs: dict | None = None,
+    *,
+    keep_op: Any = None,
+    keep_module: Any = None,
+    default_op: Any = MISSING,
+    default_module: Any = MISSING,
+    history_size: int = 8,
+    include_source_events: bool = False,
+    max_predicate_failures: int = 32,
+    on_predicate_error: str = "auto",
+    streaming: StreamingOptions | None = None,
+    return_output: bool = False,
+    postprocess: str = "none",
+    random_seed: int | None = None,
+    activation_postfunc: Any = None,
+    save_raw_activation: bool = True,
+    train_mode: bool = False,
+) -> Any:
+    """One forward pass through a `Recorder`; returns the `Recording` (and the output if asked)."""
+    if postprocess not in _RECORD_POSTPROCESS:
+        raise RecordingConfigError(f"postprocess must be one of {_RECORD_POSTPROCESS}")
+    rec = Recorder(
+        model,
+        keep_op=keep_op,
+        keep_module=keep_module,
+        default_op=default_op,
+        default_module=default_module,
+        history_size=history_size,
+        include_source_events=include_source_events,
+        max_predicate_failures=max_predicate_failures,
+        on_predicate_error=on_predicate_error,
+        streaming=streaming,
+        random_seed=random_seed,
+        activation_postfunc=activation_postfunc,
+        save_raw_activation=save_raw_activation,
+        train_mode=train_mode,
+        final_labels=postprocess == "labels",
+    )
+    with rec:
+        out = rec.log(input_args, input_kwargs)
+    recording = rec.recording
+    if postprocess not in ("none", "labels"):
+        recording.enrich(postprocess, model=rec.model)
+    return (out, recording) if return_output else recording
+
+
+# --------------------------------------------------------------------------- load / recover
+def _records_from_entries(entries: list[dict], root: Path, load_payloads: bool) -> Recording:
+    rec = Recording(bundle_path=str(root))
+    passes: set[int] = set()
+    for e in entries:
+        try:
+            ctx = _from_json(e["ctx"])
+            sp = e.get("spec") or {}
+            spec = CaptureSpec(
+                bool(sp.get("save_activation", True)),
+                bool(sp.get("save_metadata", True)),
+                bool(sp.get("keep_grad", False)),
+                sp.get("device"),
+                sp.get("dtype"),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise BundleNotFinalizedError(f"fastlog index entry is malformed: {err}") from err
+        meta = e.get("metadata") if isinstance(e.get("metadata"), dict) else {}
+        disk = tr = None
+        if load_payloads and meta.get("relative_path"):
+            tensors = _storage.read_blob(root / str(meta["relative_path"]))
+            for k, v in tensors.items():
+                if k.endswith("::transformed_activation"):
+                    tr = v
+                else:
+                    disk = v
+        at = e.get("recorded_at")
+        rec._add(
+            ActivationRecord(ctx, spec, None, disk, None, tr, meta, float(at) if isinstance(at, int | float) else 0.0)
+        )
+        if isinstance(ctx.pass_index, int):
+            passes.add(ctx.pass_index)
+    rec._set("n_passes", max(passes) if passes else 0)
+    return rec
+
+
+def load(path: str | os.PathLike, *, load_payloads: bool = False, verify: bool = False) -> Recording:
+    """Load a finalized fastlog directory. Records carry ctx/spec/metadata; tensors only with `load_payloads`."""
+    root = Path(path)
+    if not root.exists():
+        ranked = root.parent / "rank_00" / root.name
+        if ranked.exists():
+            root = ranked
+        else:
+            raise FileNotFoundError(f"no fastlog bundle at {root}")
+    if not root.is_dir():
+        raise BundleNotFinalizedError(f"{root} is not a fastlog directory")
+    man = root / "manifest.json"
+    if not man.is_file():
+        raise BundleNotFinalizedError("fastlog bundle is partial; use tl.fastlog.recover()")
+    manifest = _storage.read_json(man)
+    if not isinstance(manifest, dict) or manifest.get("bundle_format") != _storage.BUNDLE_FORMAT:
+        raise BundleNotFinalizedError(f"{root} is not a fastlog-directory bundle")
+    if manifest.get("format_version", 0) > _storage.FORMAT_VERSION:
+        raise BundleNotFinalizedError(f"fastlog bundle format {manifest.get('format_version')} is newer than supported")
+    entries, _ = _storage.scan_index(root, strict=True, verify=verify)
+    rec = _records_from_entries(entries, root, load_payloads)
+    meta = _storage.read_json(root / "metadata.json") if (root / "metadata.json").is_file() else {}
+    if isinstance(meta, dict):
+        for k in ("pass_start_times", "pass_end_times"):
+            if isinstance(meta.get(k), list):
+                rec._set(k, meta[k])
+        for k in ("keep_op_repr", "keep_module_repr", "activation_postfunc_repr"):
+            if isinstance(meta.get(k), str):
+                rec._set(k, meta[k])
+        if isinstance(meta.get("n_passes"), int):
+            rec._set("n_passes", meta["n_passes"])
+        if isinstance(meta.get("history_size"), int):
+            rec._set("history_size", meta["history_size"])
+        if isinstance(meta.get("predicate_failure_overflow_count"), int):
+            rec._set("predicate_failure_overflow_count", meta["predicate_failure_overflow_count"])
+    return rec
+
+
+def recover(path: str | os.PathLike, *, load_payloads: bool = False) -> Recording:
+    """Load a finalized bundle, or salvage every complete record of an interrupted one."""
+    p = Path(path)
+    for cand in (p, p.parent / "rank_00" / p.name):
+        if (cand / "manifest.json").is_file():
+            return load(cand, load_payloads=load_payloads)
+    root = _storage.find_partial(p) or _storage.find_partial(p.parent / "rank_00" / p.name)
+    if root is None:
+        raise RecoveryError("no recoverable index")
+    entries, warnings = _storage.scan_index(root, strict=False, verify=True)
+    good: list[dict] = []
+    for e in entries:
+        try:
+            _from_json(e["ctx"])
+            good.append(e)
+        except (KeyError, TypeError, ValueError):
+            warnings.append("malformed record")
+    rec = _records_from_entries(good, root, load_payloads)
+    rec._set("recovered", True)
+    rec._set("recovery_warnings", warnings)
+    return rec
+
+
+def _seed(seed: int | None) -> None:
+    if seed is not None:
+        random.seed(seed)
+        torch.manual_seed(seed)

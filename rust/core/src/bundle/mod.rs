@@ -1,0 +1,40 @@
+//! Portable bundles (spec §9, our io format 1): one safetensors file per tensor, a JSON
+//! metadata file and a JSON manifest written last. Nothing here executes stored content.
+//!
+//! * [`blob`]: the single-tensor safetensors files (`blobs/<10-digit id>.safetensors`).
+//! * [`manifest`]: schema validation of `manifest.json` (the fuzzed reader).
+//! * [`dir`]: directory checks (symlinks, missing/extra blobs), atomic commit, recovery scan.
+//! * [`writer`]: the background writer thread that streams blobs while the forward runs.
+
+pub mod blob;
+pub mod dir;
+pub mod manifest;
+pub mod writer;
+
+use sha2::{Digest, Sha256};
+
+/// Version of the bundle layout this library writes and the newest it reads.
+pub const IO_FORMAT_VERSION: u64 = 1;
+
+/// Largest `manifest.json` / `metadata.json` the reader accepts (bytes).
+pub const MAX_JSON_BYTES: u64 = 1 << 30;
+
+/// Lower-case hex of a SHA-256 digest.
+pub fn hex(digest: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(digest.len() * 2);
+    for b in digest {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// SHA-256 of a byte slice, as lower-case hex.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&Sha256::digest(data))
+}
+
+/// Relative path of a blob: `blobs/0000000042.safetensors`.
+pub fn blob_relative_path(blob_id: u64) -> String {
+    format!("blobs/{blob_id:010}.safetensors")
+}

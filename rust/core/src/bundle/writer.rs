@@ -1,0 +1,184 @@
+//! Background writer: blobs queued by the capture thread are written (and checksummed) on a
+//! separate thread. The bytes queued at any time are bounded; a full queue blocks the producer.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use super::blob::write_blob;
+use super::blob_relative_path;
+use crate::error::{CoreError, Result};
+
+/// One tensor to write.
+#[derive(Debug)]
+pub struct Job {
+    /// 1-based blob id (file name).
+    pub blob_id: u64,
+    /// Torch dtype name.
+    pub dtype: String,
+    /// Shape.
+    pub shape: Vec<u64>,
+    /// String metadata stored in the safetensors header.
+    pub metadata: Vec<(String, String)>,
+    /// The tensor's bytes.
+    pub data: Vec<u8>,
+}
+
+/// What was written for one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// Blob id.
+    pub blob_id: u64,
+    /// File size.
+    pub bytes: u64,
+    /// SHA-256 of the file.
+    pub sha256: String,
+}
+
+enum Msg {
+    Blob(Job),
+    Append(String, Vec<u8>),
+}
+
+#[derive(Default)]
+struct Shared {
+    inflight: Mutex<u64>,
+    cv: Condvar,
+    error: Mutex<Option<CoreError>>,
+}
+
+/// A writer thread rooted at a bundle directory (which must contain `blobs/`).
+pub struct StreamWriter {
+    tx: Option<Sender<Msg>>,
+    handle: Option<JoinHandle<Vec<Written>>>,
+    shared: Arc<Shared>,
+    max_inflight: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl StreamWriter {
+    /// Starts the thread. `max_inflight` bounds the queued bytes (at least one job always fits).
+    pub fn new(dir: PathBuf, max_inflight: u64) -> Result<Self> {
+        let (tx, rx) = channel::<Msg>();
+        let shared = Arc::new(Shared::default());
+        let sh = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("torchlens-bundle-writer".into())
+            .spawn(move || {
+                let mut out = Vec::new();
+                for msg in rx {
+                    let failed = lock(&sh.error).is_some();
+                    match msg {
+                        Msg::Blob(job) => {
+                            let n = job.data.len() as u64;
+                            if !failed {
+                                let path = dir.join(blob_relative_path(job.blob_id));
+                                match write_blob(&path, &job.dtype, &job.shape, &job.metadata, &job.data) {
+                                    Ok(w) => out.push(Written {
+                                        blob_id: job.blob_id,
+                                        bytes: w.bytes,
+                                        sha256: w.sha256,
+                                    }),
+                                    Err(e) => *lock(&sh.error) = Some(e),
+                                }
+                            }
+                            drop(job);
+                            let mut inflight = lock(&sh.inflight);
+                            *inflight = inflight.saturating_sub(n);
+                            sh.cv.notify_all();
+                        }
+                        Msg::Append(name, data) => {
+                            if !failed {
+                                let path = dir.join(&name);
+                                let res = OpenOptions::new()
+                                    .create(true)
+                                    .append(true)
+                                    .open(&path)
+                                    .and_then(|mut f| f.write_all(&data));
+                                if let Err(e) = res {
+                                    *lock(&sh.error) =
+                                        Some(CoreError::io(format!("appending to {}", path.display()), &e));
+                                }
+                            }
+                        }
+                    }
+                }
+                out
+            })
+            .map_err(|e| CoreError::io("cannot start the bundle writer thread".into(), &e))?;
+        Ok(Self {
+            tx: Some(tx),
+            handle: Some(handle),
+            shared,
+            max_inflight,
+        })
+    }
+
+    /// The first write error, if any.
+    pub fn error(&self) -> Option<CoreError> {
+        lock(&self.shared.error).clone()
+    }
+
+    fn send(&self, msg: Msg) -> Result<()> {
+        if let Some(e) = self.error() {
+            return Err(e);
+        }
+        self.tx
+            .as_ref()
+            .ok_or_else(|| CoreError::bundle("the bundle writer is already finished"))?
+            .send(msg)
+            .map_err(|_| CoreError::bundle("the bundle writer thread stopped"))
+    }
+
+    /// Queues a blob, blocking while the queued bytes would exceed the bound.
+    pub fn submit(&self, job: Job) -> Result<()> {
+        let n = job.data.len() as u64;
+        {
+            let mut inflight = lock(&self.shared.inflight);
+            while *inflight > 0 && *inflight + n > self.max_inflight {
+                inflight = self
+                    .shared
+                    .cv
+                    .wait(inflight)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            *inflight += n;
+        }
+        self.send(Msg::Blob(job))
+    }
+
+    /// Queues an append to a file of the directory (after every blob queued before it).
+    pub fn append(&self, name: &str, data: Vec<u8>) -> Result<()> {
+        self.send(Msg::Append(name.to_owned(), data))
+    }
+
+    /// Waits for every queued write and returns what was written, in submission order.
+    pub fn finish(&mut self) -> Result<Vec<Written>> {
+        self.tx.take();
+        let written = match self.handle.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| CoreError::bundle("the bundle writer thread panicked"))?,
+            None => return Err(CoreError::bundle("the bundle writer is already finished")),
+        };
+        match self.error() {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
+    }
+}
+
+impl Drop for StreamWriter {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Bindings of the bundle module: blob files, manifest checks, atomic commit and the streaming
+//! writer. Every file operation runs with the interpreter lock released.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use pyo3::buffer::PyBuffer;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use torchlens_core::bundle::{blob, dir, manifest, writer};
+
+use crate::errors::{CoreErrorWrapper, io_error};
+
+type Meta = Vec<(String, String)>;
+
+/// A read-only view of a C-contiguous byte buffer as (address, length).
+fn readable(buf: &PyBuffer<u8>) -> PyResult<(usize, usize)> {
+    if !buf.is_c_contiguous() {
+        return Err(io_error("tensor buffer must be C-contiguous"));
+    }
+    Ok((buf.buf_ptr() as usize, buf.len_bytes()))
+}
+
+/// Safety: the caller holds the `PyBuffer` (so the memory stays valid) for the whole use.
+unsafe fn slice<'a>(addr: usize, len: usize) -> &'a [u8] {
+    if len == 0 {
+        &[]
+    } else {
+        unsafe { std::slice::from_raw_parts(addr as *const u8, len) }
+    }
+}
+
+/// Writes one blob file from a byte buffer; returns `(file_bytes, sha256)`.
+#[pyfunction]
+pub fn blob_write(
+    py: Python<'_>,
+    path: PathBuf,
+    dtype: String,
+    shape: Vec<u64>,
+    metadata: Meta,
+    data: PyBuffer<u8>,
+) -> PyResult<(u64, String)> {
+    let (addr, len) = readable(&data)?;
+    let w = py
+        .detach(|| {
+            // SAFETY: `data` is alive until the end of this function.
+            let bytes = unsafe { slice(addr, len) };
+            blob::write_blob(&path, &dtype, &shape, &metadata, bytes)
+        })
+        .map_err(CoreErrorWrapper::from)?;
+    Ok((w.bytes, w.sha256))
+}
+
+/// Reads a blob into a writable byte buffer, checking dtype, shape and (optionally) sha256.
+#[pyfunction]
+#[pyo3(signature = (path, dtype, shape, sha256, out))]
+pub fn blob_read_into(
+    py: Python<'_>,
+    path: PathBuf,
+    dtype: String,
+    shape: Vec<u64>,
+    sha256: Option<String>,
+    out: PyBuffer<u8>,
+) -> PyResult<()> {
+    if out.readonly() || !out.is_c_contiguous() {
+        return Err(io_error("output buffer must be writable and C-contiguous"));
+    }
+    let (addr, len) = (out.buf_ptr() as usize, out.len_bytes());
+    py.detach(|| {
+        // SAFETY: `out` is alive and writable until the end of this function; nothing else
+        // touches it while the interpreter lock is released (the caller just allocated it).
+        let target: &mut [u8] = if len == 0 {
+            &mut []
+        } else {
+            unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len) }
+        };
+        blob::read_blob_into(&path, &dtype, &shape, sha256.as_deref(), target)
+    })
+    .map_err(CoreErrorWrapper::from)?;
+    Ok(())
+}
+
+/// Reads a blob's header and checksums it: `(dtype, shape, metadata, file_bytes, sha256)`.
+#[pyfunction]
+pub fn blob_scan(py: Python<'_>, path: PathBuf) -> PyResult<(String, Vec<u64>, Meta, u64, String)> {
+    let (h, w) = py.detach(|| blob::scan_blob(&path)).map_err(CoreErrorWrapper::from)?;
+    Ok((h.dtype, h.shape, h.metadata, w.bytes, w.sha256))
+}
+
+/// Validates a manifest document; returns it unchanged as text.
+#[pyfunction]
+pub fn manifest_check(data: &[u8]) -> PyResult<String> {
+    manifest::parse_manifest(data).map_err(CoreErrorWrapper::from)?;
+    String::from_utf8(data.to_vec()).map_err(|_| io_error("invalid manifest: not UTF-8"))
+}
+
+/// Opens a bundle directory: `(manifest_text, metadata_bytes, extra_blob_files)`. Reads and
+/// verifies the manifest and `metadata.json`; blobs are only stat'ed.
+#[pyfunction]
+pub fn bundle_open(py: Python<'_>, path: PathBuf) -> PyResult<(String, Bound<'_, PyBytes>, Vec<String>)> {
+    let (text, meta, extra) = py
+        .detach(|| -> torchlens_core::Result<_> {
+            let opened = dir::open_bundle(&path)?;
+            let meta = dir::read_metadata(&path, &opened.manifest)?;
+            Ok((opened.manifest.value.to_string(), meta, opened.extra_files))
+        })
+        .map_err(CoreErrorWrapper::from)?;
+    Ok((text, PyBytes::new(py, &meta), extra))
+}
+
+/// Writes a small file durably; returns `(bytes, sha256)`.
+#[pyfunction]
+pub fn write_file(py: Python<'_>, path: PathBuf, data: Vec<u8>) -> PyResult<(u64, String)> {
+    let w = py
+        .detach(|| dir::write_file(&path, &data))
+        .map_err(CoreErrorWrapper::from)?;
+    Ok((w.bytes, w.sha256))
+}
+
+/// Validates `manifest`, writes it last into `tmp` and renames `tmp` to `target` (must not exist).
+#[pyfunction]
+pub fn bundle_commit(py: Python<'_>, tmp: PathBuf, target: PathBuf, manifest: Vec<u8>) -> PyResult<()> {
+    py.detach(|| dir::commit(&tmp, &target, &manifest))
+        .map_err(CoreErrorWrapper::from)?;
+    Ok(())
+}
+
+/// Errors when `path` is a symbolic link.
+#[pyfunction]
+pub fn refuse_symlink(path: PathBuf, what: &str) -> PyResult<()> {
+    dir::refuse_symlink(Path::new(&path), what).map_err(CoreErrorWrapper::from)?;
+    Ok(())
+}
+
+/// Streams blobs to `<dir>/blobs/` on a background thread while the caller continues.
+#[pyclass(module = "torchlens._core", frozen, name = "StreamWriter")]
+pub struct PyStreamWriter {
+    inner: Mutex<Option<writer::StreamWriter>>,
+}
+
+fn take_lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[pymethods]
+impl PyStreamWriter {
+    #[new]
+    #[pyo3(signature = (path, max_inflight_bytes = 256 << 20))]
+    fn new(path: PathBuf, max_inflight_bytes: u64) -> PyResult<Self> {
+        let w = writer::StreamWriter::new(path, max_inflight_bytes).map_err(CoreErrorWrapper::from)?;
+        Ok(Self {
+            inner: Mutex::new(Some(w)),
+        })
+    }
+
+    /// Copies the buffer and queues it as blob `blob_id` (blocks while the queue is full).
+    fn submit(
+        &self,
+        py: Python<'_>,
+        blob_id: u64,
+        dtype: String,
+        shape: Vec<u64>,
+        metadata: Meta,
+        data: PyBuffer<u8>,
+    ) -> PyResult<()> {
+        let (addr, len) = readable(&data)?;
+        py.detach(|| {
+            // SAFETY: `data` is alive until the end of this function.
+            let copy = unsafe { slice(addr, len) }.to_vec();
+            let guard = take_lock(&self.inner);
+            let w = guard
+                .as_ref()
+                .ok_or_else(|| torchlens_core::CoreError::Bundle("the bundle writer is already finished".into()))?;
+            w.submit(writer::Job {
+                blob_id,
+                dtype,
+                shape,
+                metadata,
+                data: copy,
+            })
+        })
+        .map_err(CoreErrorWrapper::from)?;
+        Ok(())
+    }
+
+    /// Queues an append of `data` to the file `name` of the bundle directory.
+    fn append(&self, name: &str, data: Vec<u8>) -> PyResult<()> {
+        let guard = take_lock(&self.inner);
+        let w = guard
+            .as_ref()
+            .ok_or_else(|| io_error("the bundle writer is already finished"))?;
+        w.append(name, data).map_err(CoreErrorWrapper::from)?;
+        Ok(())
+    }
+
+    /// Waits for all writes; returns `[(blob_id, bytes, sha256)]` in submission order.
+    fn finish(&self, py: Python<'_>) -> PyResult<Vec<(u64, u64, String)>> {
+        let taken = take_lock(&self.inner).take();
+        let Some(mut w) = taken else {
+            return Err(io_error("the bundle writer is already finished"));
+        };
+        let written = py.detach(move || w.finish()).map_err(CoreErrorWrapper::from)?;
+        Ok(written.into_iter().map(|x| (x.blob_id, x.bytes, x.sha256)).collect())
+    }
+
+    /// Stops the thread after the queued writes, ignoring their results.
+    fn close(&self, py: Python<'_>) {
+        let taken = take_lock(&self.inner).take();
+        py.detach(move || drop(taken));
+    }
+}

@@ -1,0 +1,159 @@
+"""validate_forward_pass (spec §11): replay from saved activations on 50+ models, corruption detection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+import transformers
+from torch import nn
+
+import models_zoo as zoo
+import torchlens as tl
+
+NAMES = sorted(zoo.ZOO)
+tv = torchvision.models
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zoo_validates(name: str) -> None:
+    case = zoo.ZOO[name]
+    model = case.factory()
+    model.train(case.train)
+    args, kwargs = case.inputs()
+    assert tl.validate_forward_pass(model, args, kwargs, random_seed=0) is True
+
+
+def _small_vit() -> nn.Module:
+    return tv.VisionTransformer(image_size=32, patch_size=16, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
+
+
+BIG = {
+    "resnet18": (lambda: tv.resnet18(), lambda: torch.randn(1, 3, 64, 64)),
+    "resnet50": (lambda: tv.resnet50(), lambda: torch.randn(1, 3, 64, 64)),
+    "mobilenet_v3_small": (lambda: tv.mobilenet_v3_small(), lambda: torch.randn(1, 3, 64, 64)),
+    "efficientnet_b0": (lambda: tv.efficientnet_b0(), lambda: torch.randn(1, 3, 64, 64)),
+    "densenet121": (lambda: tv.densenet121(), lambda: torch.randn(1, 3, 64, 64)),
+    "vit_b_16_small": (_small_vit, lambda: torch.randn(1, 3, 32, 32)),
+    "swin_t": (lambda: tv.swin_t(), lambda: torch.randn(1, 3, 64, 64)),
+    "fasterrcnn_mobilenet_v3_large_fpn": (
+        lambda: tv.detection.fasterrcnn_mobilenet_v3_large_fpn(
+            weights=None, weights_backbone=None, min_size=64, max_size=64
+        ),
+        lambda: ([torch.rand(3, 64, 64)],),
+    ),
+    "lstm": (lambda: nn.LSTM(4, 8, num_layers=2, batch_first=True), lambda: torch.randn(2, 5, 4)),
+    "gru": (lambda: nn.GRU(4, 8, batch_first=True), lambda: torch.randn(2, 5, 4)),
+    "transformer_encoder": (
+        lambda: nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2, enable_nested_tensor=False),
+        lambda: torch.randn(2, 5, 16),
+    ),
+    "gpt2": (
+        lambda: transformers.GPT2Model(
+            transformers.GPT2Config(
+                n_layer=2, n_head=2, n_embd=32, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0
+            )
+        ),
+        lambda: torch.randint(0, 100, (1, 8)),
+    ),
+    "bert": (
+        lambda: transformers.BertModel(
+            transformers.BertConfig(
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                hidden_size=32,
+                intermediate_size=64,
+                vocab_size=100,
+                max_position_embeddings=32,
+            )
+        ),
+        lambda: torch.randint(0, 100, (1, 8)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BIG))
+def test_real_models_validate(name: str) -> None:
+    build, inputs = BIG[name]
+    model = build().eval()
+    x = inputs()
+    assert tl.validate_forward_pass(model, x, random_seed=0) is True
+
+
+def test_validation_covers_fifty_models() -> None:
+    assert len(NAMES) + len(BIG) >= 50
+
+
+def test_dropout_in_train_mode_replays_with_rng() -> None:
+    model = nn.Sequential(nn.Linear(6, 6), nn.Dropout(0.5), nn.ReLU()).train()
+    assert tl.validate_forward_pass(model, torch.randn(4, 6)) is True
+
+
+def _resnet_log() -> tuple[tl.ModelLog, torch.Tensor]:
+    model = tv.resnet18().eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        gt = model(x)
+    log = tl.log_forward_pass(model, x, save_function_args=True, save_rng_states=True, random_seed=0)
+    return log, gt
+
+
+def test_corrupted_activation_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    log, gt = _resnet_log()
+    assert log.validate_forward_pass([gt]) is True
+    with torch.no_grad():
+        log["relu_3"].activation.mul_(1.5)
+    assert log.validate_forward_pass([gt]) is False
+    assert "do not match the values computed based on the parent layers" in capsys.readouterr().out
+
+
+def test_corrupted_output_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    log, gt = _resnet_log()
+    assert log.validate_forward_pass([gt + 1]) is False
+    assert "0th output layer, output_1, does not match the ground truth" in capsys.readouterr().out
+
+
+def test_wrong_parent_attribution_fails_perturbation(capsys: pytest.CaptureFixture[str]) -> None:
+    from torchlens._capture.session import ParentRef
+
+    class TwoParents(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            a = x + 1
+            b = x * 3
+            return a * 2 + b
+
+    log = tl.log_forward_pass(TwoParents(), torch.randn(3, 3), save_function_args=True, random_seed=0)
+    # Make mul_1_3 (`a * 2`) claim it has `b` as an extra, unused argument: perturbing it changes nothing.
+    nid = log._node_ids[log._fin.lookup("mul_2_3")]
+    orig, args, kwargs = log._data.func_args[nid]
+    b_nid = log._node_ids[log._fin.lookup("mul_1_2")]
+    log._data.func_args[nid] = (lambda t, k, unused: orig(t, k), (*args, ParentRef(b_nid, None)), kwargs)
+    assert log.validate_forward_pass([log[-1].activation]) is False
+    assert "did not change its output" in capsys.readouterr().out
+
+
+def test_metadata_invariants_pass_and_detect() -> None:
+    log, _ = _resnet_log()
+    assert log.check_metadata_invariants() is True
+    log._cols["parents"] = [list(p) for p in log._col("parents")]
+    log._cols["parents"][5].append(7)
+    with pytest.raises(tl.MetadataInvariantError):
+        log.check_metadata_invariants()
+
+
+def test_validate_saved_activations_alias() -> None:
+    log, gt = _resnet_log()
+    with pytest.warns(DeprecationWarning):
+        assert log.validate_saved_activations([gt]) is True
+
+
+def test_validation_restores_state_and_inputs() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)).train()
+    x = torch.randn(5, 4)
+    x0 = x.clone()
+    rm = model[1].running_mean.clone()
+    assert tl.validate_forward_pass(model, x) is True
+    assert torch.equal(x, x0)
+    # Ground truth and logged pass each update the stats once; validation restores in between.
+    assert not torch.equal(model[1].running_mean, rm)
+    assert model.training
