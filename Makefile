@@ -13,8 +13,8 @@ help:  ## list the targets
 deps:  ## install torch, test tools and graphviz (skips what is already there)
 	@$(PYTHON) -c "import torch, torchvision, transformers" 2>/dev/null || \
 		$(PIP) install -q torch torchvision transformers
-	@$(PYTHON) -c "import numpy, pytest, maturin, ruff, pandas, safetensors, tqdm, mypy" 2>/dev/null || \
-		$(PIP) install -q numpy pytest maturin ruff pandas safetensors tqdm mypy
+	@$(PYTHON) -c "import numpy, pytest, maturin, ruff, pandas, pyarrow, safetensors, tqdm, mypy" 2>/dev/null || \
+		$(PIP) install -q numpy pytest maturin ruff pandas pyarrow safetensors tqdm mypy
 	@command -v dot >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; }
 
 build-dev: deps  ## debug build of the extension, installed editable

@@ -9,11 +9,12 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
-from conftest import SimpleRecurrent
 from torch import nn
 
 import torchlens as tl
 from torchlens._model_extras import MODEL_EXPORT_COLUMNS
+
+from conftest import SimpleRecurrent
 
 
 class BNNet(nn.Module):
@@ -89,17 +90,37 @@ def test_model_columns_and_values(log: tl.ModelLog) -> None:
 
 def test_layers_modules_params_buffers_columns(log: tl.ModelLog) -> None:
     assert list(log.layers.to_pandas().columns) == [
-        "layer_label", "layer_type", "func_name", "tensor_shape", "tensor_dtype", "tensor_memory_str",
-        "num_passes", "num_params_total", "containing_module", "is_input_layer", "is_output_layer",
+        "layer_label",
+        "layer_type",
+        "func_name",
+        "tensor_shape",
+        "tensor_dtype",
+        "tensor_memory_str",
+        "num_passes",
+        "num_params_total",
+        "containing_module",
+        "is_input_layer",
+        "is_output_layer",
         "is_buffer_layer",
     ]
     mods = log.modules.to_pandas()
     assert list(mods.columns) == [
-        "address", "module_class_name", "nesting_depth", "address_depth", "num_params", "num_layers", "num_passes"
+        "address",
+        "module_class_name",
+        "nesting_depth",
+        "address_depth",
+        "num_params",
+        "num_layers",
+        "num_passes",
     ]
     assert list(mods.address) == ["self", "fc", "bn", "head", "head.0", "head.1"]
     assert list(log.modules["head"].to_pandas().columns) == [
-        "layer_label", "layer_type", "tensor_shape", "tensor_dtype", "pass_num", "func_name"
+        "layer_label",
+        "layer_type",
+        "tensor_shape",
+        "tensor_dtype",
+        "pass_num",
+        "func_name",
     ]
     params = log.params.to_pandas()
     assert list(params.address) == ["fc.weight", "fc.bias", "bn.weight", "bn.bias", "head.1.weight", "head.1.bias"]

@@ -347,7 +347,12 @@ def test_kill_9_mid_recording_then_recover(tmp_path: Path) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.strip() == "READY"
-        time.sleep(0.3)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the writer thread is asynchronous: wait for 50 index lines
+            idx = list((tmp_path / "rank_00").glob("k.tlfast.tmp.*/fastlog_index.jsonl"))
+            if idx and idx[0].read_bytes().count(b"\n") >= 50:
+                break
+            time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
@@ -435,3 +440,24 @@ def test_recorder_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
         r.log_many([torch.randn(2, 4) for _ in range(5)], sample_ids=range(10, 15))
     assert r.recording.n_passes == 5 and r.recording[0].ctx.sample_id == 10
     assert "5/5" in capsys.readouterr().err
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc")
+def test_disk_only_memory_stays_bounded(tmp_path: Path) -> None:
+    m = nn.Sequential(nn.Linear(256, 4096), nn.ReLU()).eval()
+    x = torch.randn(4, 256)
+    with torch.no_grad(), fastlog.Recorder(m, keep_op=KEEP_RELU, streaming=_stream(tmp_path / "m.tlfast")) as rec:
+        for i in range(20):
+            rec.log(x, sample_id=i)  # warm up allocator and writer
+        before = _rss_bytes()
+        for i in range(1000):
+            rec.log(x, sample_id=i)
+        after = _rss_bytes()
+    written = 1000 * 4 * 4096 * 4  # 64 MiB of payloads
+    assert after - before < written // 4
+    assert rec.recording.n_records == 1020

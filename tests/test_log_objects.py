@@ -7,11 +7,12 @@ import io
 import pytest
 import torch
 import torchvision
-from conftest import SimpleRecurrent
 from torch import nn
 
 import torchlens as tl
 from torchlens._objects import FuncCallLocation, ModuleLog, ModulePassLog, ParamLog
+
+from conftest import SimpleRecurrent
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,16 @@ def test_alexnet_lookups_and_fields(alex: tl.ModelLog) -> None:
     e = alex["conv2d_3_7"]
     for key in ("conv2d_3", "conv2d_3_7:1", "features.6", 7, -17):
         assert alex[key] == e
-    assert e.lookup_keys == [-17, 7, "conv2d_3", "conv2d_3:1", "conv2d_3_7", "conv2d_3_7:1", "features.6", "features.6:1"]
+    assert e.lookup_keys == [
+        -17,
+        7,
+        "conv2d_3",
+        "conv2d_3:1",
+        "conv2d_3_7",
+        "conv2d_3_7:1",
+        "features.6",
+        "features.6:1",
+    ]
     assert e.func_config == {"out_channels": 384, "in_channels": 192, "kernel_size": (3, 3), "padding": (1, 1)}
     assert alex["linear_1_17"].func_config == {"out_features": 4096, "in_features": 9216}
     assert alex["dropout_1_16"].func_config == {"p": 0.5}
@@ -86,9 +96,13 @@ def test_alexnet_lookups_and_fields(alex: tl.ModelLog) -> None:
 
 def test_alexnet_call_stack(alex: tl.ModelLog) -> None:
     stack = alex["conv2d_3_7"].func_call_stack
-    assert [f.func_name for f in stack] == ["forward", "forward", "forward", "_conv_forward", "test_alexnet_call_stack"] or [
-        f.func_name for f in stack
-    ][:4] == ["forward", "forward", "forward", "_conv_forward"]
+    assert [f.func_name for f in stack] == [
+        "forward",
+        "forward",
+        "forward",
+        "_conv_forward",
+        "test_alexnet_call_stack",
+    ] or [f.func_name for f in stack][:4] == ["forward", "forward", "forward", "_conv_forward"]
     assert stack[0].file.endswith("alexnet.py")
     assert stack[1].file.endswith("container.py")
     assert stack[2].file.endswith("conv.py") and stack[3].file.endswith("conv.py")
@@ -202,7 +216,12 @@ def test_params() -> None:
     w = params["0.weight"]
     assert isinstance(w, ParamLog) and params[0] is w
     assert (w.name, w.shape, w.dtype, w.num_params, w.memory, w.memory_str) == (
-        "weight", (4, 3), torch.float32, 12, 48, "48 B"
+        "weight",
+        (4, 3),
+        torch.float32,
+        12,
+        48,
+        "48 B",
     )
     assert w.trainable and not params["2.bias"].trainable
     assert w.module_address == "0" and w.module_type == "Linear"
@@ -261,13 +280,17 @@ def test_activation_postfunc_and_raw() -> None:
     log2 = tl.log_forward_pass(model, torch.randn(2, 4), activation_postfunc=torch.sigmoid, save_raw_activation=False)
     e2 = log2["relu_1_2"]
     assert e2.activation is None and e2.transformed_activation is not None
+    assert e2.has_saved_activations  # the transformed value counts as saved (spec §8.1)
     assert e2.tensor_shape == (2, 4)  # metadata describes the raw tensor
     assert log2["output_1"].transformed_activation is not None
 
     def bad(t: torch.Tensor) -> torch.Tensor:
         raise KeyError("boom")
 
-    with pytest.raises(tl.TorchLensPostfuncError, match=r"activation_postfunc raised for layer input_1_raw \(raw=input_1_raw, func=none, shape=\(2, 4\)") as ei:
+    with pytest.raises(
+        tl.TorchLensPostfuncError,
+        match=r"activation_postfunc raised for layer input_1_raw \(raw=input_1_raw, func=none, shape=\(2, 4\)",
+    ) as ei:
         tl.log_forward_pass(model, torch.randn(2, 4), activation_postfunc=bad)
     assert isinstance(ei.value.__cause__, KeyError)
     assert not tl._capture.wrap.is_wrapped() or tl._capture.hot.get_session() is None
@@ -385,3 +408,20 @@ def test_summary_overview_table() -> None:
         log.summary(fields=["bogus"])
     with pytest.raises(ValueError):
         log.summary("nope")
+
+
+def test_layer_log_unions_over_passes() -> None:
+    log = tl.log_forward_pass(SimpleRecurrent(), torch.randn(6, 5))
+    lay = log.layers["linear_1_1"]
+    assert lay.parent_layers == ["input_1", "mul_1_3"]
+    assert lay.parent_layers_per_pass[1] == ["input_1"] and lay.parent_layers_per_pass[2] == ["mul_1_3:1"]
+    assert lay.edges_vary_across_passes is True
+    assert lay.parent_passes_per_layer == {"input_1": ["input_1"], "mul_1_3": ["mul_1_3:1", "mul_1_3:2", "mul_1_3:3"]}
+    assert lay.leaf_module_passes == ["fc:1", "fc:2", "fc:3", "fc:4"]
+    assert lay.modules_exited == ["fc"] and lay.has_input_ancestor
+    assert lay.parent_layer_arg_locs == {"args": {0: "input_1"}, "kwargs": {}}
+    lay.extra_data["note"] = 1
+    assert log.layers["linear_1_1"].extra_data == {"note": 1}
+    assert log.layers["mul_1_3"].io_role is None
+    out = log.layers["output_1"]
+    assert out.io_role == "output"

@@ -8,8 +8,9 @@ import torchvision
 import transformers
 from torch import nn
 
-import models_zoo as zoo
 import torchlens as tl
+
+import models_zoo as zoo
 
 NAMES = sorted(zoo.ZOO)
 tv = torchvision.models
@@ -45,7 +46,9 @@ BIG = {
     "lstm": (lambda: nn.LSTM(4, 8, num_layers=2, batch_first=True), lambda: torch.randn(2, 5, 4)),
     "gru": (lambda: nn.GRU(4, 8, batch_first=True), lambda: torch.randn(2, 5, 4)),
     "transformer_encoder": (
-        lambda: nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2, enable_nested_tensor=False),
+        lambda: nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2, enable_nested_tensor=False
+        ),
         lambda: torch.randn(2, 5, 16),
     ),
     "gpt2": (

@@ -26,6 +26,7 @@ __all__ = [
     "manifest_check",
     "refuse_symlink",
     "write_file",
+    "FastlogWriter",
 ]
 
 RECORD_FIELDS: tuple[str, ...]
@@ -282,8 +283,8 @@ def write_file(path: _Path, data: bytes) -> tuple[int, str]:
 class StreamWriter:
     """Writes blobs to ``<path>/blobs/`` on a background thread while capture continues."""
 
-    def __new__(cls, path: _Path, max_inflight_bytes: int = ...) -> StreamWriter:
-        """Starts the writer thread; at most ``max_inflight_bytes`` of queued data (one job always fits)."""
+    def __new__(cls, path: _Path, max_inflight_bytes: int = ..., threads: int = ...) -> StreamWriter:
+        """Starts ``threads`` writer threads; at most ``max_inflight_bytes`` of queued data (one job always fits)."""
 
     def submit(self, blob_id: int, dtype: str, shape: list[int], metadata: list[tuple[str, str]], data: Buffer) -> None:
         """Copies ``data`` and queues it as ``blobs/<blob_id>.safetensors``; blocks while the queue is full.
@@ -296,7 +297,7 @@ class StreamWriter:
         """Queues an append of ``data`` to the file ``name`` of the directory, after earlier jobs."""
 
     def finish(self) -> list[tuple[int, int, str]]:
-        """Waits for every queued write; returns ``[(blob_id, file_bytes, sha256)]`` in submission order.
+        """Waits for every queued write; returns ``[(blob_id, file_bytes, sha256)]`` sorted by blob id.
 
         Raises:
             TorchLensIOError: If any write failed, or the writer is already finished.
@@ -304,3 +305,25 @@ class StreamWriter:
 
     def close(self) -> None:
         """Stops the thread after the queued writes, ignoring their results."""
+
+@final
+class FastlogWriter:
+    """Streams fastlog records (payload files + ``fastlog_index.jsonl`` lines) into one directory."""
+
+    def __new__(cls, root: _Path, max_queued: int = ...) -> FastlogWriter:
+        """Opens the index for appending and starts the writer thread (at most ``max_queued`` waiting jobs)."""
+
+    def write(self, relative_path: str, header: str, chunks: list[Buffer], index_line: str) -> None:
+        """Copies ``chunks`` and queues one record; the thread writes the safetensors file, then the line
+        with ``@SHA256@`` replaced by the file's digest. Blocks while the queue is full.
+
+        Raises:
+            TorchLensIOError: Invalid ``relative_path``, an earlier write failed, or the writer is finished.
+        """
+
+    def finish(self) -> int:
+        """Waits for every queued record and stops the thread; returns the number written (0 if already finished).
+
+        Raises:
+            TorchLensIOError: If any write failed.
+        """

@@ -95,8 +95,11 @@ def _named(layer_type: str, toks: tuple, func_name: str) -> dict[str, Any]:
         return {}
     kw: dict[str, Any] = {}
     pos = list(toks)
-    if pos and isinstance(pos[-1], tuple) and pos[-1] and all(
-        isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in pos[-1]
+    if (
+        pos
+        and isinstance(pos[-1], tuple)
+        and pos[-1]
+        and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in pos[-1])
     ):
         kw = dict(pos.pop())
     out: dict[str, Any] = {}
@@ -177,12 +180,16 @@ def _func_config(layer_type: str, func_name: str, toks: tuple, param_shapes: lis
             cfg[k] = _plain(a[k])
     if layer_type in ("layernorm", "groupnorm", "batchnorm", "instancenorm") and param_shapes:
         cfg.setdefault("num_features", param_shapes[0][0] if param_shapes[0] else None)
+    if layer_type == "embedding" and cfg.get("padding_idx", 0) in (None, -1):
+        cfg.pop("padding_idx")
     if layer_type == "embedding" and param_shapes:
         cfg["num_embeddings"], cfg["embedding_dim"] = param_shapes[0][0], param_shapes[0][1]
     return cfg
 
 
-def flops_forward(layer_type: str, out_shape: tuple[int, ...], param_shapes: list[tuple[int, ...]], cfg: dict) -> int | None:
+def flops_forward(
+    layer_type: str, out_shape: tuple[int, ...], param_shapes: list[tuple[int, ...]], cfg: dict
+) -> int | None:
     """A small FLOP model for the common ops (2 per multiply-add); None when unknown."""
     numel = 1
     for d in out_shape:
@@ -196,9 +203,41 @@ def flops_forward(layer_type: str, out_shape: tuple[int, ...], param_shapes: lis
         for d in w[1:]:
             k *= d
         return 2 * numel * k
-    if layer_type in ("relu", "add", "iadd", "radd", "sub", "mul", "imul", "rmul", "div", "truediv", "sigmoid", "tanh", "gelu"):
+    if layer_type in (
+        "relu",
+        "add",
+        "iadd",
+        "radd",
+        "sub",
+        "mul",
+        "imul",
+        "rmul",
+        "div",
+        "truediv",
+        "sigmoid",
+        "tanh",
+        "gelu",
+    ):
         return numel
-    if layer_type in ("input", "output", "buffer", "identity", "view", "reshape", "flatten", "getitem", "permute",
-                      "transpose", "contiguous", "dropout", "size", "to", "clone", "expand", "squeeze", "unsqueeze"):
+    if layer_type in (
+        "input",
+        "output",
+        "buffer",
+        "identity",
+        "view",
+        "reshape",
+        "flatten",
+        "getitem",
+        "permute",
+        "transpose",
+        "contiguous",
+        "dropout",
+        "size",
+        "to",
+        "clone",
+        "expand",
+        "squeeze",
+        "unsqueeze",
+    ):
         return 0
     return None

@@ -84,6 +84,26 @@ class LazyActivationRef:
         )
 
 
+class _LazyTensorDict(dict):
+    """node id -> tensor, where values of a lazily loaded bundle are read on first `get`/`[]`."""
+
+    def __init__(self, map_location: Any) -> None:
+        super().__init__()
+        self._map_location = map_location
+
+    def __getitem__(self, key: Any) -> Any:
+        v = super().__getitem__(key)
+        if isinstance(v, LazyActivationRef):
+            ref, v = v, v.materialize(self._map_location)
+            for k, r in list(dict.items(self)):
+                if r is ref:
+                    dict.__setitem__(self, k, v)
+        return v
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+
 def _read_blob(path: Path, dtype: str, shape: tuple[int, ...], sha: str | None, map_location: Any) -> torch.Tensor:
     tdt = _DTYPES.get(dtype)
     if tdt is None:
@@ -120,7 +140,7 @@ def _tensor_bytes(t: torch.Tensor) -> Any:
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()
-    t = t.contiguous().reshape(-1)
+    t = t.resolve_conj().resolve_neg().contiguous().reshape(-1)
     return t.view(torch.uint8).numpy()
 
 
@@ -174,6 +194,145 @@ def _data_to_json(data: CaptureData) -> dict[str, Any]:
 
 class _Bad(Exception):
     pass
+
+
+# ---------------------------------------------------------------- per-node extras (optional fields)
+class _CodeStub:
+    """Stands in for a code object of a loaded bundle (file, name, first line, docstring)."""
+
+    __slots__ = ("co_filename", "co_name", "co_firstlineno", "co_qualname", "co_consts")
+
+    def __init__(self, filename: str, name: str, firstlineno: int, qualname: str, doc: str | None) -> None:
+        self.co_filename = filename
+        self.co_name = name
+        self.co_firstlineno = firstlineno
+        self.co_qualname = qualname
+        self.co_consts = (doc,) if doc is not None else ()
+
+
+def _enc_tok(v: Any, depth: int = 0) -> Any:
+    if v is None or type(v) in (bool, int, float, str):
+        return v
+    if isinstance(v, torch.Size):
+        return {"size": list(v)}
+    if isinstance(v, tuple | list) and depth < 20:
+        return {"t": [_enc_tok(x, depth + 1) for x in v]}
+    return {"repr": str(v)}
+
+
+def _dec_tok(v: Any, depth: int = 0) -> Any:
+    if v is None or type(v) in (bool, int, float, str):
+        return v
+    if type(v) is dict and len(v) == 1 and depth < 20:
+        if "size" in v:
+            return torch.Size(_ints(v["size"], "toks size"))
+        if "t" in v:
+            return tuple(_dec_tok(x, depth + 1) for x in _list(v["t"], "toks"))
+        if "repr" in v:
+            return _str(v["repr"], "toks repr")
+    raise _Bad("toks: unexpected token")
+
+
+def _extras_to_json(data: CaptureData) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    ft = getattr(data, "func_times", None)
+    if isinstance(ft, dict):
+        out["func_times"] = {"by_node": [[int(k), float(v)] for k, v in ft.items()]}
+    elif ft is not None:
+        out["func_times"] = {"list": [float(v) for v in ft]}
+    toks = getattr(data, "toks", None)
+    if isinstance(toks, list) and toks:
+        out["toks"] = [_enc_tok(t) for t in toks]
+    if getattr(data, "site_ids", None) is not None:
+        codes: dict[Any, int] = {}
+        code_rows: list[list[Any]] = []
+
+        def frame(fr: Any) -> list[int]:
+            co, line = fr
+            i = codes.get(co)
+            if i is None:
+                i = codes[co] = len(code_rows)
+                consts = getattr(co, "co_consts", ())
+                doc = consts[0] if consts and isinstance(consts[0], str) else None
+                code_rows.append(
+                    [
+                        str(co.co_filename),
+                        str(co.co_name),
+                        int(co.co_firstlineno),
+                        str(getattr(co, "co_qualname", co.co_name)),
+                        doc,
+                    ]
+                )
+            return [i, int(line)]
+
+        out["sites"] = [[frame(fr) for fr in site] for site in data.sites]
+        out["site_ids"] = list(data.site_ids)
+        out["stack_sites"] = list(data.stack_sites)
+        out["stack_parent"] = list(data.stack_parent)
+        out["caller_site"] = None if data.caller_site is None else frame(data.caller_site)
+        out["codes"] = code_rows
+    return out
+
+
+def _extras_from_json(d: Any, data: CaptureData) -> None:
+    if d is None:
+        return
+    if type(d) is not dict:
+        raise _Bad("extras must be an object")
+    ftd = d.get("func_times")
+    if type(ftd) is dict and "list" in ftd:
+        vals = _list(ftd["list"], "func_times")
+        if any(type(v) not in (int, float) for v in vals):
+            raise _Bad("func_times must hold numbers")
+        data.func_times = [float(v) for v in vals]
+    elif type(ftd) is dict and "by_node" in ftd:
+        ft = {}
+        for e in _list(ftd["by_node"], "func_times"):
+            e = _list(e, "func_times entry")
+            if len(e) != 2 or type(e[0]) is not int or type(e[1]) not in (int, float):
+                raise _Bad("func_times entries must be [node, seconds]")
+            ft[e[0]] = float(e[1])
+        data.func_times = ft
+    elif ftd is not None:
+        raise _Bad("func_times must be an object")
+    if "toks" in d:
+        data.toks = [_dec_tok(t) for t in _list(d["toks"], "toks")]
+    if "site_ids" in d:
+        codes = []
+        for row in _list(d.get("codes"), "codes"):
+            row = _list(row, "codes entry")
+            if len(row) != 5 or not (row[4] is None or type(row[4]) is str):
+                raise _Bad("codes entries must have 5 fields")
+            codes.append(
+                _CodeStub(
+                    _str(row[0], "code file"),
+                    _str(row[1], "code name"),
+                    _int(row[2], "code line"),
+                    _str(row[3], "code qualname"),
+                    row[4],
+                )
+            )
+
+        def frame(fr: Any) -> tuple[Any, int]:
+            fr = _ints(fr, "frame")
+            if len(fr) != 2 or not 0 <= fr[0] < len(codes):
+                raise _Bad("frame out of range")
+            return (codes[fr[0]], fr[1])
+
+        sites = [tuple(frame(f) for f in _list(s, "sites entry")) for s in _list(d.get("sites"), "sites")]
+        site_ids = _ints(d.get("site_ids"), "site_ids")
+        stack_sites = _ints(d.get("stack_sites"), "stack_sites")
+        stack_parent = _ints(d.get("stack_parent"), "stack_parent")
+        if any(not 0 <= s < len(sites) for s in [*site_ids, *stack_sites]):
+            raise _Bad("site id out of range")
+        if any(not 0 <= p < len(stack_parent) for p in stack_parent):
+            raise _Bad("stack_parent out of range")
+        caller = d.get("caller_site")
+        data.sites = sites
+        data.site_ids = site_ids
+        data.stack_sites = stack_sites
+        data.stack_parent = stack_parent
+        data.caller_site = None if caller is None else frame(caller)
 
 
 def _int(v: Any, what: str) -> int:
@@ -359,6 +518,7 @@ def _commit(
     tensors: list[dict[str, Any]],
     unsupported: list[dict[str, str]],
     n_layers: int,
+    transformed: list[list[int]] | None = None,
 ) -> None:
     meta = {
         "schema": METADATA_SCHEMA,
@@ -366,16 +526,18 @@ def _commit(
         "model_name": model_name,
         "info": _json_safe(info),
         "capture": _data_to_json(data),
+        "extras": _extras_to_json(data),
         "activations": activations,
+        "transformed": transformed or [],
     }
     nbytes, sha = _core.write_file(str(tmp / "metadata.json"), json.dumps(meta, separators=(",", ":")).encode())
     tensors = sorted(tensors, key=lambda e: e["blob_id"])
     manifest = {
         **_versions(),
         "n_layers": n_layers,
-        "n_activation_blobs": sum(1 for t in tensors if t["kind"] == "activation"),
-        "n_gradient_blobs": 0,
-        "n_auxiliary_blobs": sum(1 for t in tensors if t["kind"] != "activation"),
+        "n_activation_blobs": sum(1 for t in tensors if t["kind"] in _ACT_KINDS),
+        "n_gradient_blobs": sum(1 for t in tensors if t["kind"] in _GRAD_KINDS),
+        "n_auxiliary_blobs": sum(1 for t in tensors if t["kind"] not in _ACT_KINDS + _GRAD_KINDS),
         "metadata": {"relative_path": "metadata.json", "format": "json", "bytes": nbytes, "sha256": sha},
         "tensors": tensors,
         "unsupported_tensors": unsupported,
@@ -383,10 +545,16 @@ def _commit(
     _core.bundle_commit(str(tmp), str(target), json.dumps(manifest, indent=2).encode())
 
 
-def _entry(blob_id: int, label: str, dtype: str, shape: Any, device: str, nbytes: int, sha: str) -> dict[str, Any]:
+_ACT_KINDS = ("activation", "transformed_activation")
+_GRAD_KINDS = ("gradient", "transformed_gradient")
+
+
+def _entry(
+    blob_id: int, label: str, dtype: str, shape: Any, device: str, nbytes: int, sha: str, kind: str = "activation"
+) -> dict[str, Any]:
     return {
         "blob_id": blob_id,
-        "kind": "activation",
+        "kind": kind,
         "label": label,
         "relative_path": f"blobs/{blob_id:010d}.safetensors",
         "backend": "safetensors",
@@ -466,67 +634,82 @@ def save(
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def _copy_blob(ref: LazyActivationRef, dest: Path, blob_id: int, label: str) -> dict[str, Any]:
+def _copy_blob(ref: LazyActivationRef, dest: Path, blob_id: int, label: str, kind: str) -> dict[str, Any]:
     src = Path(ref.source_bundle_path) / ref.relative_path
     _core.refuse_symlink(str(src), "blob")
     _, _, _, nbytes, sha = _core.blob_scan(str(src))
     if sha != ref.expected_sha256:
         raise TorchLensIOError("source bundle manifest has changed since load; materialize refs and retry")
     shutil.copyfile(src, dest)
-    return _entry(blob_id, label, ref.dtype, ref.shape, ref.device_at_save, nbytes, sha)
+    return _entry(blob_id, label, ref.dtype, ref.shape, ref.device_at_save, nbytes, sha, kind)
 
 
-def _write_tensor(t: torch.Tensor, dest: Path, blob_id: int, label: str, nid: int) -> dict[str, Any]:
+def _write_tensor(t: torch.Tensor, dest: Path, blob_id: int, label: str, nid: int, kind: str) -> dict[str, Any]:
     dtype = _DTYPE_NAMES[t.dtype]
     buf = _tensor_bytes(t)
-    meta = [("kind", "activation"), ("label", label), ("node", str(nid))]
+    meta = [("kind", kind), ("label", label), ("node", str(nid))]
     nbytes, sha = _core.blob_write(str(dest), dtype, list(t.shape), meta, buf)
-    return _entry(blob_id, label, dtype, t.shape, _device_str(t), nbytes, sha)
+    return _entry(blob_id, label, dtype, t.shape, _device_str(t), nbytes, sha, kind)
 
 
 def _save_into(log: ModelLog, tmp: Path, target: Path, include_activations: bool, strict: bool) -> None:
     labels = log._col("labels_w_pass")
     pos_of = {nid: p for p, nid in enumerate(log._node_ids)}
-    activations: list[list[int]] = []
+    maps: dict[str, list[list[int]]] = {"activation": [], "transformed_activation": []}
     tensors: list[dict[str, Any]] = []
     unsupported: list[dict[str, str]] = []
-    memo: dict[int, int] = {}
+    memo: dict[tuple[str, int], int] = {}
     jobs: list[Any] = []
     next_id = 1
+    sources: list[tuple[str, dict[int, Any]]] = []
     if include_activations:
-        nids = sorted(set(log._saved) | set(log._lazy))
-        for nid in nids:
+        acts = dict(log._lazy)
+        acts.update({k: v for k, v in log._saved.items() if v is not None})
+        sources.append(("activation", acts))
+        sources.append(("transformed_activation", dict(getattr(log, "_transformed", None) or {})))
+    for kind, mapping in sources:
+        for nid in sorted(mapping):
             if nid not in pos_of:
                 continue
             label = labels[pos_of[nid]]
-            t = log._saved.get(nid)
-            src: Any = t if t is not None else log._lazy[nid]
-            key = id(src)
+            src = mapping[nid]
+            key = (kind, id(src))
             if key in memo:
-                activations.append([nid, memo[key]])
+                maps[kind].append([nid, memo[key]])
                 continue
             blob_id = next_id
             dest = tmp / f"blobs/{blob_id:010d}.safetensors"
-            if t is None:
-                jobs.append((_copy_blob, (src, dest, blob_id, label)))
+            if isinstance(src, LazyActivationRef):
+                jobs.append((_copy_blob, (src, dest, blob_id, label, kind)))
             else:
-                reason = _unsupported_reason(t)
+                reason = _unsupported_reason(src)
                 if reason is not None:
-                    if strict:
-                        raise TorchLensIOError(f"Unsupported tensor for bundle save at {label} (activation): {reason}")
-                    unsupported.append({"label": label, "kind": "activation", "reason": reason})
+                    if strict and isinstance(src, torch.Tensor):
+                        raise TorchLensIOError(f"Unsupported tensor for bundle save at {label} ({kind}): {reason}")
+                    unsupported.append({"label": label, "kind": kind, "reason": reason})
                     continue
-                jobs.append((_write_tensor, (t, dest, blob_id, label, nid)))
+                jobs.append((_write_tensor, (src, dest, blob_id, label, nid, kind)))
             memo[key] = blob_id
             next_id += 1
-            activations.append([nid, blob_id])
+            maps[kind].append([nid, blob_id])
     # The Rust writes release the GIL: a few threads overlap checksumming, copies and disk I/O.
     if len(jobs) > 1:
         with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
             tensors.extend(pool.map(lambda j: j[0](*j[1]), jobs))
     else:
         tensors.extend(j[0](*j[1]) for j in jobs)
-    _commit(tmp, target, log.model_name, log._data, _info_of(log), activations, tensors, unsupported, len(log))
+    _commit(
+        tmp,
+        target,
+        log.model_name,
+        log._data,
+        _info_of(log),
+        maps["activation"],
+        tensors,
+        unsupported,
+        len(log),
+        transformed=maps["transformed_activation"],
+    )
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -629,6 +812,7 @@ def load(
         if type(version) is not int or version > METADATA_VERSION or version < 1:
             raise _Bad(f"unsupported metadata version {version!r}")
         data = _data_from_json(meta.get("capture"))
+        _extras_from_json(meta.get("extras"), data)
         info = meta.get("info")
         if type(info) is not dict:
             raise _Bad("info must be an object")
@@ -636,9 +820,15 @@ def load(
         acts = []
         for a in _list(meta.get("activations"), "activations"):
             a = _ints(a, "activations entries")
-            if len(a) != 2 or a[1] not in by_id:
-                raise _Bad(f"activation entry {a} refers to no manifest blob")
+            if len(a) != 2 or a[1] not in by_id or by_id[a[1]]["kind"] != "activation":
+                raise _Bad(f"activation entry {a} refers to no activation blob")
             acts.append((a[0], a[1]))
+        trans = []
+        for a in _list(meta.get("transformed", []), "transformed"):
+            a = _ints(a, "transformed entries")
+            if len(a) != 2 or a[1] not in by_id or by_id[a[1]]["kind"] != "transformed_activation":
+                raise _Bad(f"transformed entry {a} refers to no transformed_activation blob")
+            trans.append((a[0], a[1]))
         if manifest["n_layers"] != 0 and not isinstance(info.get("random_seed", 0), int):
             raise _Bad("info.random_seed must be an int")
     except (_Bad, RecursionError) as e:
@@ -650,25 +840,29 @@ def load(
         )
     known = set(log._node_ids)
     refs: dict[int, LazyActivationRef] = {}
-    for nid, bid in acts:
-        if nid not in known:
-            raise TorchLensIOError(f"invalid bundle metadata: activation for unknown node {nid}")
-        t = by_id[bid]
-        ref = refs.get(bid)
-        if ref is None:
-            ref = refs[bid] = LazyActivationRef(
-                bid,
-                tuple(t["shape"]),
-                t["dtype"],
-                t["device_at_save"],
-                str(target.resolve()),
-                t["relative_path"],
-                t["kind"],
-                t["sha256"],
-            )
-        log._lazy[nid] = ref
+    transformed = _LazyTensorDict(map_location)
+    for pairs, dest in ((acts, log._lazy), (trans, transformed)):
+        for nid, bid in pairs:
+            if nid not in known:
+                raise TorchLensIOError(f"invalid bundle metadata: activation for unknown node {nid}")
+            t = by_id[bid]
+            ref = refs.get(bid)
+            if ref is None:
+                ref = refs[bid] = LazyActivationRef(
+                    bid,
+                    tuple(t["shape"]),
+                    t["dtype"],
+                    t["device_at_save"],
+                    str(target.resolve()),
+                    t["relative_path"],
+                    t["kind"],
+                    t["sha256"],
+                )
+            dest[nid] = ref
+    if transformed:
+        log._transformed = transformed
     if not lazy:
-        unique = {ref.blob_id: ref for ref in log._lazy.values()}
+        unique = {ref.blob_id: ref for ref in [*log._lazy.values(), *transformed.values()]}
 
         def read(ref: LazyActivationRef) -> torch.Tensor:
             try:
@@ -684,6 +878,8 @@ def load(
         for nid, ref in log._lazy.items():
             log._saved[nid] = loaded[ref.blob_id]
         log._lazy.clear()
+        for nid, ref in list(transformed.items()):
+            transformed[nid] = loaded[ref.blob_id]
     log._loaded_from_bundle = True
     log._bundle_path = str(target)
     return log
@@ -699,7 +895,7 @@ class StreamSink:
         self.tmp = _tmp_name(self.target)
         (self.tmp / "blobs").mkdir(parents=True)
         self.keep = keep
-        self.writer = _core.StreamWriter(str(self.tmp), STREAM_QUEUE_BYTES)
+        self.writer = _core.StreamWriter(str(self.tmp), STREAM_QUEUE_BYTES, IO_THREADS)
         self.nodes: dict[int, tuple[str, tuple[int, ...], str]] = {}
         self._session: Any = None
         self._offsets = [0, 0, 0, 0, 0]

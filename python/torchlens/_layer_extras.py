@@ -192,8 +192,11 @@ class LayerPassExtras:
     def _split_toks(self) -> tuple[list, dict]:
         toks = list(self._toks())
         kw: dict = {}
-        if toks and isinstance(toks[-1], tuple) and toks[-1] and all(
-            isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in toks[-1]
+        if (
+            toks
+            and isinstance(toks[-1], tuple)
+            and toks[-1]
+            and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in toks[-1])
         ):
             kw = dict(toks.pop())
         return toks, kw
@@ -525,3 +528,133 @@ cond_branch_then_children cond_branch_elif_children cond_branch_else_children co
 containing_module containing_modules modules_entered module_passes_entered modules_entered_argnames
 modules_exited module_passes_exited is_submodule_output is_leaf_module_output leaf_module_pass
 module_entry_exit_threads_inputs module_entry_exit_thread_output func_config""".split()
+
+
+def _no_pass(label: str) -> str:
+    return label.split(":")[0]
+
+
+class LayerLogExtras:
+    """Mixin for LayerLog: the aggregates of spec §3.3 that are not simply the first pass's value."""
+
+    __slots__ = ()
+    _log: Any
+    _positions: list[int]
+
+    def _passes_list(self) -> list[Any]:
+        return [self._log._entry(p) for p in self._positions]
+
+    def _union(self, name: str) -> list[str]:
+        out: list[str] = []
+        for e in self._passes_list():
+            for lab in getattr(e, name):
+                lab = _no_pass(lab)
+                if lab not in out:
+                    out.append(lab)
+        return out
+
+    @property
+    def sibling_layers(self) -> list[str]:
+        return self._union("sibling_layers")
+
+    @property
+    def co_parent_layers(self) -> list[str]:
+        return self._union("co_parent_layers")
+
+    @property
+    def child_layers_per_pass(self) -> dict[int, list[str]]:
+        return {e.pass_num: e.child_layers for e in self._passes_list()}
+
+    @property
+    def parent_layers_per_pass(self) -> dict[int, list[str]]:
+        return {e.pass_num: e.parent_layers for e in self._passes_list()}
+
+    @property
+    def child_passes_per_layer(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for e in self._passes_list():
+            for c in e.child_layers:
+                out.setdefault(_no_pass(c), []).append(c)
+        return out
+
+    @property
+    def parent_passes_per_layer(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for e in self._passes_list():
+            for c in e.parent_layers:
+                out.setdefault(_no_pass(c), []).append(c)
+        return out
+
+    @property
+    def edges_vary_across_passes(self) -> bool:
+        ps = self._passes_list()
+        kids = {tuple(_no_pass(c) for c in e.child_layers) for e in ps}
+        pars = {tuple(_no_pass(c) for c in e.parent_layers) for e in ps}
+        return len(kids) > 1 or len(pars) > 1
+
+    @property
+    def has_input_ancestor(self) -> bool:
+        return any(e.has_input_ancestor for e in self._passes_list())
+
+    @property
+    def is_leaf_module_output(self) -> bool:
+        return any(e.is_leaf_module_output for e in self._passes_list())
+
+    @property
+    def leaf_module_passes(self) -> list[str]:
+        return [e.leaf_module_pass for e in self._passes_list() if e.leaf_module_pass]
+
+    @property
+    def in_cond_branch(self) -> bool:
+        return any(e.in_cond_branch for e in self._passes_list())
+
+    @property
+    def conditional_branch_stacks(self) -> list[list]:
+        out: list[list] = []
+        for e in self._passes_list():
+            if e.conditional_branch_stack not in out:
+                out.append(e.conditional_branch_stack)
+        return out
+
+    @property
+    def io_role(self) -> str | None:
+        roles = [e.io_role for e in self._passes_list()]
+        if any(r is None for r in roles):
+            return roles[0]
+        first = roles[0]
+        if all(len(r) == len(first) for r in roles):
+            return "".join(c if all(r[i] == c for r in roles) else "*" for i, c in enumerate(first))
+        return first
+
+    @property
+    def modules_exited(self) -> list[str]:
+        return self._union("modules_exited")
+
+    @property
+    def module_passes_exited(self) -> list[str]:
+        out: list[str] = []
+        for e in self._passes_list():
+            out += [m for m in e.module_passes_exited if m not in out]
+        return out
+
+    @property
+    def parent_layer_arg_locs(self) -> dict[str, dict]:
+        merged: dict[str, dict] = {"args": {}, "kwargs": {}}
+        for e in self._passes_list():
+            for kind, locs in e.parent_layer_arg_locs.items():
+                for k, lab in locs.items():
+                    merged[kind].setdefault(k, _no_pass(lab))
+        return merged
+
+    @property
+    def extra_data(self) -> dict:
+        store = self._log._x("x_layer_extra", dict)
+        return store.setdefault(self._positions[0], {})
+
+    @property
+    def autograd_saved_bytes(self) -> int | None:
+        return None
+
+    @property
+    def autograd_saved_tensor_count(self) -> int | None:
+        return None

@@ -108,8 +108,11 @@ class ModelLogExtras:
         parents = [p for p in rec[7] if p in pon]
         toks = list(self._data.toks[nid]) if nid < len(self._data.toks) else []
         kw: dict = {}
-        if toks and isinstance(toks[-1], tuple) and toks[-1] and all(
-            isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in toks[-1]
+        if (
+            toks
+            and isinstance(toks[-1], tuple)
+            and toks[-1]
+            and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in toks[-1])
         ):
             kw = dict(toks.pop())
         it = iter(parents)
@@ -516,7 +519,9 @@ class ModelLogExtras:
         """ASCII table summary of the log (spec §2.7); returns the text (and prints it if `print_to`)."""
         from ._summary import summary
 
-        return summary(self, preset or level, fields or columns, mode, show_ops or bool(include_ops), max_rows, print_to)
+        return summary(
+            self, preset or level, fields or columns, mode, show_ops or bool(include_ops), max_rows, print_to
+        )
 
     def validate_forward_pass(
         self, ground_truth_output_tensors: list[torch.Tensor], verbose: bool = False, validate_metadata: bool = True

@@ -22,9 +22,7 @@ if TYPE_CHECKING:
     from .layer_log import LayerLog
     from .model_log import ModelLog
 
-_QUANTIZED = {
-    getattr(torch, n) for n in ("qint8", "quint8", "qint32", "quint4x2", "quint2x4") if hasattr(torch, n)
-}
+_QUANTIZED = {getattr(torch, n) for n in ("qint8", "quint8", "qint32", "quint4x2", "quint2x4") if hasattr(torch, n)}
 
 # --------------------------------------------------------------------------- call stacks
 
@@ -115,7 +113,12 @@ class FuncCallLocation:
         return 0 if ctx is None else len(ctx)
 
     def __repr__(self) -> str:
-        lines = ["FuncCallLocation:", f"  file: {self.file}", f"  line: {self.line_number}", f"  function: {self.func_name}"]
+        lines = [
+            "FuncCallLocation:",
+            f"  file: {self.file}",
+            f"  line: {self.line_number}",
+            f"  function: {self.func_name}",
+        ]
         if self.code_context is None:
             lines.append("  code: source unavailable")
         else:
@@ -600,9 +603,7 @@ class ModuleLog(ExportMixin):
             prefix = "" if self.address == "self" else self.address + "."
             return [prefix + n for n, _ in m.named_children()]
         prefix = "" if self.address == "self" else self.address + "."
-        return [
-            a for a in self._log._module_addresses_all() if a.startswith(prefix) and "." not in a[len(prefix) :]
-        ]
+        return [a for a in self._log._module_addresses_all() if a.startswith(prefix) and "." not in a[len(prefix) :]]
 
     @property
     def call_parent(self) -> str | None:
@@ -859,7 +860,15 @@ class ModuleAccessor(ExportMixin):
         return "\n".join(rows)
 
     def to_pandas(self) -> Any:
-        cols = ["address", "module_class_name", "nesting_depth", "address_depth", "num_params", "num_layers", "num_passes"]
+        cols = [
+            "address",
+            "module_class_name",
+            "nesting_depth",
+            "address_depth",
+            "num_params",
+            "num_layers",
+            "num_passes",
+        ]
         return frame([{c: getattr(m, c) for c in cols} for m in self._modules], cols)
 
     def __repr__(self) -> str:

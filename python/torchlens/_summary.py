@@ -78,8 +78,16 @@ def _module_rows(log: Any, fields: list[str]) -> list[list[str]]:
             parents = m.passes[1].input_layers
         train = "-" if m.num_params == 0 else ("yes" if m.requires_grad else "no")
         rows.append(
-            _row_for(fields, f"{m.address} ({m.module_class_name})", last.tensor_shape if last else None,
-                     m.num_params, train, parents, last, m)
+            _row_for(
+                fields,
+                f"{m.address} ({m.module_class_name})",
+                last.tensor_shape if last else None,
+                m.num_params,
+                train,
+                parents,
+                last,
+                m,
+            )
         )
     outs = [e for e in log if e.is_output_layer]
     if outs:
@@ -87,8 +95,16 @@ def _module_rows(log: Any, fields: list[str]) -> list[list[str]]:
     return rows
 
 
-def _row_for(fields: list[str], name: str, shape: Any, params: int | None, train: str, parents: list[str],
-             entry: Any, module: Any) -> list[str]:
+def _row_for(
+    fields: list[str],
+    name: str,
+    shape: Any,
+    params: int | None,
+    train: str,
+    parents: list[str],
+    entry: Any,
+    module: Any,
+) -> list[str]:
     out = []
     for f in fields:
         if f == "name":
@@ -122,8 +138,9 @@ def _row_for(fields: list[str], name: str, shape: Any, params: int | None, train
     return out
 
 
-def summary(log: Any, level: str, fields: list[str] | None, mode: str, show_ops: bool, max_rows: int,
-            print_to: Any) -> str:
+def summary(
+    log: Any, level: str, fields: list[str] | None, mode: str, show_ops: bool, max_rows: int, print_to: Any
+) -> str:
     level = {"cost": "compute"}.get(level, level)
     if level not in LEVELS:
         raise ValueError(f"Unknown summary level {level!r}; choose one of {sorted(LEVELS) + ['cost']}.")
@@ -160,7 +177,9 @@ def summary(log: Any, level: str, fields: list[str] | None, mode: str, show_ops:
         )
         lines.append(f"Ops: {log.num_operations} total")
         lines.append(f"Saved activations: {human_readable_size(log.saved_activation_memory)}")
-        lines.append(f"Forward FLOPs: {compact_count(log.total_flops_forward)}  MACs: {compact_count(log.total_macs_forward)}")
+        lines.append(
+            f"Forward FLOPs: {compact_count(log.total_flops_forward)}  MACs: {compact_count(log.total_macs_forward)}"
+        )
     if show_ops:
         lines.append("Operations:")
         entries = list(log) if mode != "rolled" else [lay.passes[1] for lay in log.layers]

@@ -218,9 +218,11 @@ def _parent_value(log: Any, ref: Any) -> Any:
     return log._saved.get(ref.nid)
 
 
-def validate_log(log: Any, ground_truth: list[torch.Tensor], verbose: bool = False, validate_metadata: bool = True) -> bool:
+def validate_log(
+    log: Any, ground_truth: list[torch.Tensor], verbose: bool = False, validate_metadata: bool = True
+) -> bool:
     """`ModelLog.validate_forward_pass`: see the module docstring."""
-    if getattr(log, "_from_bundle", False):
+    if getattr(log, "_loaded_from_bundle", False):
         raise ValueError("validate_forward_pass is not available for logs loaded from a bundle.")
     labels = log._col("labels")
     outputs = [p for p in range(len(log)) if log._is_output(p)]
@@ -230,7 +232,9 @@ def validate_log(log: Any, ground_truth: list[torch.Tensor], verbose: bool = Fal
             print(f"The {i}th output layer, {labels[p]}, does not match the ground truth output tensor.")
             return False
     if not log._data.func_args:
-        warnings.warn("validate_forward_pass: the log has no captured arguments (save_function_args=False).")
+        warnings.warn(
+            "validate_forward_pass: the log has no captured arguments (save_function_args=False).", stacklevel=3
+        )
     n = len(log)
     iterator: Any = range(n)
     t_start = time.perf_counter()
@@ -293,7 +297,7 @@ def _check_node(log: Any, pos: int, verbose: bool) -> bool:
     try:
         out = _replay(log, nid, fa, values)
     except Exception as e:
-        warnings.warn(f"Replaying layer {labels[pos]} raised {type(e).__name__}: {e}")
+        warnings.warn(f"Replaying layer {labels[pos]} raised {type(e).__name__}: {e}", stacklevel=2)
         return False
     if not _same(saved, out, exact=False):
         print(
@@ -306,7 +310,9 @@ def _check_node(log: Any, pos: int, verbose: bool) -> bool:
     return _perturb_ok(log, pos, nid, name, fa, values, out, refs, verbose)
 
 
-def _perturb_ok(log: Any, pos: int, nid: int, name: str, fa: tuple, values: dict, out: Any, refs: list, verbose: bool) -> bool:
+def _perturb_ok(
+    log: Any, pos: int, nid: int, name: str, fa: tuple, values: dict, out: Any, refs: list, verbose: bool
+) -> bool:
     labels = log._col("labels")
     if out.numel() == 0 or out.dtype == torch.bool or not (out.is_floating_point() or out.is_complex()):
         return True
@@ -374,7 +380,7 @@ def _fail(family: str, msg: str) -> None:
 
 
 def check_metadata_invariants(log: Any) -> bool:
-    """Families of consistency checks over the log (spec §11.3); raises MetadataInvariantError."""
+    """Families A-E, G-R of spec §11.3 (F, conditionals, is not attributed yet); raises MetadataInvariantError."""
     n = len(log)
     labels = log._col("labels")
     parents = log._col("parents")
@@ -421,6 +427,45 @@ def check_metadata_invariants(log: Any) -> bool:
         for u in users:
             if log._fin.lookup(u) is None:
                 _fail("J", f"parameter {log._data.params[idx].address} used by unknown layer {u}")
+    # D: per-entry fields agree with each other.
+    fps = log._col("fingerprints")
+    for e in log:
+        if e.has_saved_activations != (e.activation is not None or e.transformed_activation is not None):
+            _fail("D", f"has_saved_activations of {e.layer_label} disagrees with its stored value")
+        if e.activation is not None and tuple(e.activation.shape) != tuple(e.tensor_shape):
+            _fail("D", f"tensor_shape of {e.layer_label} differs from its saved activation")
+        if e.is_internally_initialized and e.has_parents:
+            _fail("D", f"{e.layer_label} is internally initialized but has parents")
+        # K: buffer entries carry an address and no parents.
+        if e.is_buffer_layer and (not e.buffer_address or e.has_parents):
+            _fail("K", f"buffer entry {e.layer_label} lacks an address or has parents")
+        # P: every entry but sources is computed from something.
+        if not e.has_parents and not (e.is_input_layer or e.is_buffer_layer or e.is_internally_initialized):
+            _fail("P", f"{e.layer_label} has no parents but is not a source")
+        # O: distances are ordered.
+        for lo, hi in (
+            (e.min_distance_from_input, e.max_distance_from_input),
+            (e.min_distance_from_output, e.max_distance_from_output),
+        ):
+            if lo is not None and hi is not None and lo > hi:
+                _fail("O", f"min distance exceeds max distance for {e.layer_label}")
+    # L/N: equivalence groups are symmetric; all passes of a layer share one fingerprint.
+    for fp, members in log._equivalents().items():
+        for lab in members:
+            if fps[log._fin.lookup(lab)] != fp:
+                _fail("L", f"{lab} is listed in an equivalence group it does not belong to")
+    for lab, lay in log.layer_logs.items():
+        if len({fps[p] for p in lay._positions}) != 1:
+            _fail("N", f"passes of {lab} have different operation fingerprints")
+    # I/Q: module hierarchy and containment.
+    mods = log.modules
+    for m in mods:
+        if m.address != "self" and m.call_parent not in mods:
+            _fail("I", f"module {m.address} has unknown call parent {m.call_parent}")
+        for ps in m.passes.values():
+            for c in ps.call_children:
+                if log._module_call_tree()[0].get(c) != ps.pass_label:
+                    _fail("Q", f"module pass {c} is a call child of {ps.pass_label} but not the reverse")
     # R: lookup keys resolve back to their entry.
     for p in range(n):
         for k in log._fin.lookup_keys(p):

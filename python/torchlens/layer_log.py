@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._format import human_readable_size, tensor_preview
-from ._layer_extras import LayerPassExtras
+from ._layer_extras import LayerLogExtras, LayerPassExtras
 
 if TYPE_CHECKING:
     import torch
@@ -381,7 +381,7 @@ class LayerPassLog(LayerPassExtras):
         return hash((id(self._log), self._pos))
 
 
-class LayerLog:
+class LayerLog(LayerLogExtras):
     """All passes of one layer (the rolled view)."""
 
     __slots__ = ("_log", "_positions")
@@ -457,6 +457,9 @@ class LayerLog:
         )
         if not first.is_input_layer:
             lines.append(f"\tFunction: {first.func_name} (grad_fn: {first.grad_fn_name})")
+        cfg = first.func_config
+        if cfg:
+            lines.append("\tConfig: " + ", ".join(f"{k}={v}" for k, v in cfg.items()))
         if first.containing_module:
             lines.append(f"\tComputed inside module: {first.containing_module}")
         if first.uses_params:

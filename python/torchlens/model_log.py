@@ -135,7 +135,7 @@ class ModelLog(ModelLogExtras):
         return self._saved.get(self._node_ids[pos])
 
     def _has_saved(self, nid: int) -> bool:
-        return nid in self._saved or nid in self._lazy
+        return nid in self._saved or nid in self._lazy or nid in self._transformed
 
     def _materialize(self, pos: int, map_location: Any = "cpu") -> torch.Tensor | None:
         nid = self._node_ids[pos]
@@ -587,4 +587,3 @@ class ModelLog(ModelLogExtras):
             f"<ModelLog {self.model_name}>\nlayers={len(self)} params={nparams} ops={self.num_operations} "
             f"saved={human_readable_size(self.saved_activation_memory)} forward={self.time_forward_pass:.3f}s"
         )
-

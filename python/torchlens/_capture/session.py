@@ -38,8 +38,10 @@ _len = len
 _hash = hash
 _getframe = sys._getframe
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Call-stack frames: code object -> 0 keep, 1 skip (torchlens internals), 2 stop (a module call boundary).
-_code_class: dict[Any, int] = {}
+# Call-stack frames: id(code object) -> 0 keep, 1 skip (torchlens internals), 2 stop (a module call
+# boundary). Keyed by id because hashing a code object is slow; `_code_keep` pins the ids.
+_code_class: dict[int, int] = {}
+_code_keep: list[Any] = []
 _STOP_NAMES = frozenset({"_call_impl", "_wrapped_call_impl"})
 
 
@@ -52,7 +54,8 @@ def _classify(co: Any) -> int:
         c = 1
     else:
         c = 0
-    _code_class[co] = c
+    _code_class[id(co)] = c
+    _code_keep.append(co)
     return c
 
 
@@ -101,14 +104,13 @@ class Session:
     ) -> None:
         self.records: list[tuple] = []
         # Parallel per-node arrays (not part of the record schema shared with the core):
-        # call-site chain id, id into `arg_toks` (hash of the non-tensor arguments), wall time.
+        # call-site id (into `sites`), argument tokens (for func_config), wall time of the call.
         self.site_ids = array("q")
         self.sites: list[tuple] = [()]
         self._site_index: dict[tuple, int] = {(): 0}
         self.stack_sites: list[int] = [0]
         self.stack_parent: list[int] = [0]
         self.toks: list[tuple] = []
-        self.func_times: dict[int, float] = {}
         self.op_times = array("d")
         self._dt = 0.0
         self.func_args: dict[int, tuple] = {}
@@ -271,24 +273,37 @@ class Session:
         # Call site: the frames between the op and the nearest module call, interned as one id.
         f = _getframe(3)
         co = f.f_code
-        c = _code_class.get(co)
+        c = _code_class.get(id(co))
         if c is None:
             c = _classify(co)
         if c == 0:
             # Common case: the user frame calling the op, plus its caller unless that is a module call.
-            key = (co, f.f_lineno)
+            ln = f.f_lineno
             f = f.f_back
-            co = f.f_code
-            c = _code_class.get(co)
+            co2 = f.f_code
+            c = _code_class.get(id(co2))
             if c is None:
-                c = _classify(co)
-            key = (key,) if c != 0 else (key, (co, f.f_lineno))
+                c = _classify(co2)
+            if c:
+                key = (id(co), ln)
+                sid = self._site_index.get(key)
+                if sid is None:
+                    sid = self._site_index[key] = _len(self.sites)
+                    self.sites.append(((co, ln),))
+            else:
+                ln2 = f.f_lineno
+                key = (id(co), ln, id(co2), ln2)
+                sid = self._site_index.get(key)
+                if sid is None:
+                    sid = self._site_index[key] = _len(self.sites)
+                    self.sites.append(((co, ln), (co2, ln2)))
         else:
-            key = self._walk_rest((), f)
-        sid = self._site_index.get(key)
-        if sid is None:
-            sid = self._site_index[key] = _len(self.sites)
-            self.sites.append(key)
+            chain = self._walk_rest((), f)
+            key = tuple([(id(a), b) for a, b in chain])
+            sid = self._site_index.get(key)
+            if sid is None:
+                sid = self._site_index[key] = _len(self.sites)
+                self.sites.append(chain)
         self.site_ids.append(sid)
         nid = _len(self.records)
         self.records.append((2, fid, tid, arg_hash, out_index, self.stack_id, tuple(params), tuple(parents), NO_STR))
@@ -432,7 +447,7 @@ class Session:
         n = 0
         while f is not None and n < 40:
             co = f.f_code
-            c = _code_class.get(co)
+            c = _code_class.get(id(co))
             if c is None:
                 c = _classify(co)
             if c == 2:
@@ -448,14 +463,17 @@ class Session:
         # 0 _module_site, 1 enter_module, 2 call_module, 3 the Module.__call__ wrapper, 4 the caller.
         f = _getframe(4)
         co = f.f_code
-        c = _code_class.get(co)
+        c = _code_class.get(id(co))
         if c is None:
             c = _classify(co)
-        key = ((co, f.f_lineno),) if c == 0 else ()
+        if c:
+            return 0
+        ln = f.f_lineno
+        key = (id(co), ln)
         sid = self._site_index.get(key)
         if sid is None:
             sid = self._site_index[key] = _len(self.sites)
-            self.sites.append(key)
+            self.sites.append(((co, ln),))
         return sid
 
     def _source_extras(self) -> None:

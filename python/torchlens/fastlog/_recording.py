@@ -29,8 +29,11 @@ from ._types import (
     RecoveryError,
     TrainingModeConfigError,
     _from_json,
+    new_record,
 )
 
+_tuple_getitem = tuple.__getitem__
+_SOURCE_OR_OP = frozenset({"op", "input", "buffer"})
 _POSTPROCESS = ("none", "module_path_strings", "param_addresses", "all-feasible")
 _RECORD_POSTPROCESS = (*_POSTPROCESS, "labels")
 _ERROR_MODES = ("auto", "accumulate", "fail-fast")
@@ -91,18 +94,20 @@ class Recording:
         i = len(self.records)
         self.records.append(rec)
         ctx = rec.ctx
-        p = ctx.pass_index
+        ev = _tuple_getitem(ctx, 0)
+        p = _tuple_getitem(ctx, 2)[0]
         self.by_pass.setdefault(p, []).append(i)
-        label = ctx.label
+        label = ev[15] if ev[15] is not None else ctx.label
         self.by_label.setdefault(label, []).append((p, i))
-        raw = ctx.raw_label
-        if raw != label:
-            self.by_label.setdefault(raw, []).append((p, i))
-            if ":" in label:  # a multi-pass layer: its label without the pass also resolves
-                self.by_label.setdefault(label.split(":", 1)[0], []).append((p, i))
-        addr = ctx.module_address
-        if addr is not None:
-            self.by_module_address.setdefault(addr, []).append(i)
+        if label[-4:] != "_raw" and ev[0] in _SOURCE_OR_OP:
+            raw = ctx.raw_label
+            if raw != label:
+                self.by_label.setdefault(raw, []).append((p, i))
+                if ":" in label:  # a multi-pass layer: its label without the pass also resolves
+                    self.by_label.setdefault(label.split(":", 1)[0], []).append((p, i))
+        frames = ev[7]
+        if frames:
+            self.by_module_address.setdefault(frames[-1][0], []).append(i)
         self._set("n_records", i + 1)
 
     def __len__(self) -> int:
@@ -166,7 +171,7 @@ class Recording:
             if want_paths:
                 paths = tuple(f.module_address for f in r.ctx.module_stack)
                 md["module_path_strings"] = paths
-                md["module_path"] = ".".join(p for p in paths if p)[-1:] and (paths[-1] if paths else "")
+                md["module_path"] = paths[-1] if paths else ""
             if want_params and model is not None and r.ctx.kind == "op":
                 addr = r.ctx.module_address
                 if addr is not None:
@@ -584,7 +589,7 @@ class Recorder:
             metadata = store.write(ctx.to_json(), spec.to_json(), [], time.time())
         if store is not None and not self.retain:
             ctx = ctx.frozen(False) if ctx._hist else ctx
-        record = ActivationRecord(ctx, spec, ram, raw_disk, tr_ram, tr_disk, metadata, time.time())
+        record = new_record(ctx, spec, ram, raw_disk, tr_ram, tr_disk, metadata, time.time())
         self._rec._add(record)
         if ram is not None and t is not None and self._session is not None and not self.copy_payloads:
             self._session.track(record, t)

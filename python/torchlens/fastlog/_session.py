@@ -144,6 +144,9 @@ class FastSession:
         self.include_sources = include_sources
         self.pass_index = pass_index
         self.sample_id = sample_id
+        self.module_fast = not (
+            self.need_module_ctx or keep_all_contexts is not None or self.module_default.save_metadata
+        )
         self.keep_history = False  # stored contexts drop recent_events (predicates still see them)
         self.all_contexts = keep_all_contexts  # dry_run: list receiving (ctx, spec) for every event
         self.event_index = 0
@@ -403,7 +406,27 @@ class FastSession:
         self.pass_counts[index] = k
         addr = self.addresses[index]
         prev = self.frames
-        self.frames = (*prev, (addr, self.module_types[index], id(mod), k))
+        frames = self.frames = (*prev, (addr, self.module_types[index], id(mod), k))
+        if self.module_fast:
+            # No module predicate or default: module events only feed the bounded history.
+            hist = self.hist
+            ei = self.event_index = self.event_index + 1
+            if hist is not None:
+                hist.append(
+                    ("module_enter", ei, None, None, k, None, None, frames, None, None, None, _perf() - self.t0,
+                     None, None, addr, None)
+                )  # fmt: skip
+            try:
+                out = orig_call(mod, *args, **kwargs)
+            finally:
+                self.frames = prev
+            ei = self.event_index = self.event_index + 1
+            if hist is not None:
+                hist.append(
+                    ("module_exit", ei, None, None, k, None, None, frames, None, None, None, _perf() - self.t0,
+                     None, None, addr, None)
+                )  # fmt: skip
+            return out
         try:
             self._module_event("module_enter", addr, k)
             out = orig_call(mod, *args, **kwargs)

@@ -129,6 +129,9 @@ _FIELD_SET = frozenset(FIELDS)
 _TENSOR_KINDS = frozenset({"op", "input", "buffer"})
 
 
+_tuple_new = tuple.__new__
+
+
 class _TensorMeta(NamedTuple):
     shape: tuple[int, ...]
     dtype: Any
@@ -321,7 +324,7 @@ class RecordContext(tuple):
             return None
         if type(t) is _TensorMeta:
             return t
-        return _TensorMeta(tuple(t.shape), t.dtype, t.device, bool(t.requires_grad))
+        return _tuple_new(_TensorMeta, (tuple(t.shape), t.dtype, t.device, t.requires_grad))
 
     @property
     def tensor_shape(self) -> tuple[int, ...] | None:
@@ -362,16 +365,25 @@ class RecordContext(tuple):
     # -- persistence
     def frozen(self, with_history: bool = True) -> RecordContext:
         """A copy that holds no tensors or argument objects (safe to keep after the pass)."""
-        ev = list(self._ev)
-        ev[8] = self._meta()
-        ev[12] = self.parent_labels if self._ev[12] is not None else None
-        ev[13] = _RESOLVED
-        ev[15] = self.label
+        ev = self._ev
+        if ev[13] is _RESOLVED and not (with_history and self._hist):
+            return self if self._env[3] is None else RecordContext._fast(ev, (), (*self._env[:3], None))
+        new = (
+            *ev[:8],
+            self._meta(),
+            ev[9],
+            ev[10],
+            ev[11],
+            self.parent_labels if ev[12] is not None else None,
+            _RESOLVED,
+            ev[14],
+            _event_label(ev),
+        )
         hist: tuple = ()
         if with_history and self._hist:
             hist = tuple(c.frozen(False)._ev for c in self.recent_events)
         env = self._env
-        return RecordContext._fast(tuple(ev), hist, (env[0], env[1], env[2], None))
+        return RecordContext._fast(new, hist, (env[0], env[1], env[2], None))
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able dict of every field except the recent history (dtype/device as strings)."""
@@ -402,6 +414,30 @@ class RecordContext(tuple):
             "time_since_pass_start": self.time_since_pass_start,
             "sample_id": _jsonable(self._sample),
         }
+
+
+def _simple_getter(i: int) -> Any:
+    tg = tuple.__getitem__
+
+    def get(self: RecordContext) -> Any:
+        return tg(self, 0)[i]
+
+    return get
+
+
+for _name, _i in (
+    ("kind", 0),
+    ("event_index", 1),
+    ("op_index", 2),
+    ("layer_type", 3),
+    ("creation_order", 5),
+    ("func_name", 6),
+    ("output_index", 9),
+    ("is_bottom_level_func", 10),
+    ("time_since_pass_start", 11),
+    ("input_output_address", 14),
+):
+    setattr(RecordContext, _name, property(_simple_getter(_i), doc=f"RecordContext.{_name}"))
 
 
 class _Resolved:
@@ -482,3 +518,31 @@ class ActivationRecord:
         if self.ram_payload is not None:
             return self.ram_payload
         return self.disk_payload
+
+
+_object_new = object.__new__
+
+
+def new_record(
+    ctx: RecordContext,
+    spec: CaptureSpec,
+    ram_payload: Any,
+    disk_payload: Any,
+    transformed_ram_payload: Any,
+    transformed_disk_payload: Any,
+    metadata: Any,
+    recorded_at: float,
+) -> ActivationRecord:
+    """`ActivationRecord(...)` without the frozen-dataclass `__init__` (one per kept event on the hot path)."""
+    r = _object_new(ActivationRecord)
+    r.__dict__.update(
+        ctx=ctx,
+        spec=spec,
+        ram_payload=ram_payload,
+        disk_payload=disk_payload,
+        transformed_ram_payload=transformed_ram_payload,
+        transformed_disk_payload=transformed_disk_payload,
+        metadata=metadata,
+        recorded_at=recorded_at,
+    )
+    return r

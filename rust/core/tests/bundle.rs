@@ -131,7 +131,7 @@ fn commit_open_and_refuse_existing_target() {
 #[test]
 fn stream_writer_bounded_queue_and_order() {
     let d = tmpdir("writer");
-    let mut w = StreamWriter::new(d.clone(), 64).unwrap();
+    let mut w = StreamWriter::new(d.clone(), 64, 3).unwrap();
     for i in 1..=20u64 {
         let data = vec![i as u8; 40];
         w.submit(Job {

@@ -145,9 +145,9 @@ fn take_lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[pymethods]
 impl PyStreamWriter {
     #[new]
-    #[pyo3(signature = (path, max_inflight_bytes = 256 << 20))]
-    fn new(path: PathBuf, max_inflight_bytes: u64) -> PyResult<Self> {
-        let w = writer::StreamWriter::new(path, max_inflight_bytes).map_err(CoreErrorWrapper::from)?;
+    #[pyo3(signature = (path, max_inflight_bytes = 256 << 20, threads = 2))]
+    fn new(path: PathBuf, max_inflight_bytes: u64, threads: usize) -> PyResult<Self> {
+        let w = writer::StreamWriter::new(path, max_inflight_bytes, threads).map_err(CoreErrorWrapper::from)?;
         Ok(Self {
             inner: Mutex::new(Some(w)),
         })
@@ -193,7 +193,7 @@ impl PyStreamWriter {
         Ok(())
     }
 
-    /// Waits for all writes; returns `[(blob_id, bytes, sha256)]` in submission order.
+    /// Waits for all writes; returns `[(blob_id, bytes, sha256)]` sorted by blob id.
     fn finish(&self, py: Python<'_>) -> PyResult<Vec<(u64, u64, String)>> {
         let taken = take_lock(&self.inner).take();
         let Some(mut w) = taken else {

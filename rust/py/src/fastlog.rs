@@ -14,7 +14,7 @@ use torchlens_core::fastlog_store::{FastlogJob, FastlogWriter};
 use crate::errors::{CoreErrorWrapper, io_error};
 
 /// Streams fastlog records (payload files + index lines) into one directory.
-#[pyclass(module = "torchlens._core", name = "FastlogWriter")]
+#[pyclass(module = "torchlens._core", name = "FastlogWriter", frozen)]
 pub struct PyFastlogWriter {
     inner: Mutex<Option<FastlogWriter>>,
 }

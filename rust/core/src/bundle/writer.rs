@@ -1,10 +1,10 @@
-//! Background writer: blobs queued by the capture thread are written (and checksummed) on a
-//! separate thread. The bytes queued at any time are bounded; a full queue blocks the producer.
+//! Background writers: blobs queued by the capture thread are written (and checksummed) on a few
+//! separate threads. The bytes queued at any time are bounded; a full queue blocks the producer.
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
-use std::sync::mpsc::{Sender, channel};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -48,12 +48,14 @@ struct Shared {
     inflight: Mutex<u64>,
     cv: Condvar,
     error: Mutex<Option<CoreError>>,
+    /// Serializes appends (journal chunks) across the worker threads.
+    append: Mutex<()>,
 }
 
-/// A writer thread rooted at a bundle directory (which must contain `blobs/`).
+/// Writer threads rooted at a bundle directory (which must contain `blobs/`).
 pub struct StreamWriter {
     tx: Option<Sender<Msg>>,
-    handle: Option<JoinHandle<Vec<Written>>>,
+    handles: Vec<JoinHandle<Vec<Written>>>,
     shared: Arc<Shared>,
     max_inflight: u64,
 }
@@ -62,59 +64,75 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl StreamWriter {
-    /// Starts the thread. `max_inflight` bounds the queued bytes (at least one job always fits).
-    pub fn new(dir: PathBuf, max_inflight: u64) -> Result<Self> {
-        let (tx, rx) = channel::<Msg>();
-        let shared = Arc::new(Shared::default());
-        let sh = Arc::clone(&shared);
-        let handle = std::thread::Builder::new()
-            .name("torchlens-bundle-writer".into())
-            .spawn(move || {
-                let mut out = Vec::new();
-                for msg in rx {
-                    let failed = lock(&sh.error).is_some();
-                    match msg {
-                        Msg::Blob(job) => {
-                            let n = job.data.len() as u64;
-                            if !failed {
-                                let path = dir.join(blob_relative_path(job.blob_id));
-                                match write_blob(&path, &job.dtype, &job.shape, &job.metadata, &job.data) {
-                                    Ok(w) => out.push(Written {
-                                        blob_id: job.blob_id,
-                                        bytes: w.bytes,
-                                        sha256: w.sha256,
-                                    }),
-                                    Err(e) => *lock(&sh.error) = Some(e),
-                                }
-                            }
-                            drop(job);
-                            let mut inflight = lock(&sh.inflight);
-                            *inflight = inflight.saturating_sub(n);
-                            sh.cv.notify_all();
-                        }
-                        Msg::Append(name, data) => {
-                            if !failed {
-                                let path = dir.join(&name);
-                                let res = OpenOptions::new()
-                                    .create(true)
-                                    .append(true)
-                                    .open(&path)
-                                    .and_then(|mut f| f.write_all(&data));
-                                if let Err(e) = res {
-                                    *lock(&sh.error) =
-                                        Some(CoreError::io(format!("appending to {}", path.display()), &e));
-                                }
-                            }
-                        }
+fn worker(dir: &Path, rx: &Mutex<Receiver<Msg>>, sh: &Shared) -> Vec<Written> {
+    let mut out = Vec::new();
+    loop {
+        let msg = {
+            let guard = lock(rx);
+            match guard.recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            }
+        };
+        let failed = lock(&sh.error).is_some();
+        match msg {
+            Msg::Blob(job) => {
+                let n = job.data.len() as u64;
+                if !failed {
+                    let path = dir.join(blob_relative_path(job.blob_id));
+                    match write_blob(&path, &job.dtype, &job.shape, &job.metadata, &job.data) {
+                        Ok(w) => out.push(Written {
+                            blob_id: job.blob_id,
+                            bytes: w.bytes,
+                            sha256: w.sha256,
+                        }),
+                        Err(e) => *lock(&sh.error) = Some(e),
                     }
                 }
-                out
-            })
-            .map_err(|e| CoreError::io("cannot start the bundle writer thread".into(), &e))?;
+                drop(job);
+                let mut inflight = lock(&sh.inflight);
+                *inflight = inflight.saturating_sub(n);
+                sh.cv.notify_all();
+            }
+            Msg::Append(name, data) => {
+                if !failed {
+                    let _serial = lock(&sh.append);
+                    let path = dir.join(&name);
+                    let res = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .and_then(|mut f| f.write_all(&data));
+                    if let Err(e) = res {
+                        *lock(&sh.error) = Some(CoreError::io(format!("appending to {}", path.display()), &e));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl StreamWriter {
+    /// Starts `threads` writer threads (at least one). `max_inflight` bounds the queued bytes
+    /// (at least one job always fits).
+    pub fn new(dir: PathBuf, max_inflight: u64, threads: usize) -> Result<Self> {
+        let (tx, rx) = channel::<Msg>();
+        let rx = Arc::new(Mutex::new(rx));
+        let shared = Arc::new(Shared::default());
+        let dir = Arc::new(dir);
+        let mut handles = Vec::new();
+        for i in 0..threads.max(1) {
+            let (sh, rx, dir) = (Arc::clone(&shared), Arc::clone(&rx), Arc::clone(&dir));
+            let h = std::thread::Builder::new()
+                .name(format!("torchlens-bundle-writer-{i}"))
+                .spawn(move || worker(&dir, &rx, &sh))
+                .map_err(|e| CoreError::io("cannot start a bundle writer thread".into(), &e))?;
+            handles.push(h);
+        }
         Ok(Self {
             tx: Some(tx),
-            handle: Some(handle),
+            handles,
             shared,
             max_inflight,
         })
@@ -133,7 +151,7 @@ impl StreamWriter {
             .as_ref()
             .ok_or_else(|| CoreError::bundle("the bundle writer is already finished"))?
             .send(msg)
-            .map_err(|_| CoreError::bundle("the bundle writer thread stopped"))
+            .map_err(|_| CoreError::bundle("the bundle writer threads stopped"))
     }
 
     /// Queues a blob, blocking while the queued bytes would exceed the bound.
@@ -153,20 +171,25 @@ impl StreamWriter {
         self.send(Msg::Blob(job))
     }
 
-    /// Queues an append to a file of the directory (after every blob queued before it).
+    /// Queues an append to a file of the directory. Appends land in order; with several threads,
+    /// blobs queued before an append may still be in flight when it lands.
     pub fn append(&self, name: &str, data: Vec<u8>) -> Result<()> {
         self.send(Msg::Append(name.to_owned(), data))
     }
 
-    /// Waits for every queued write and returns what was written, in submission order.
+    /// Waits for every queued write and returns what was written, sorted by blob id.
     pub fn finish(&mut self) -> Result<Vec<Written>> {
-        self.tx.take();
-        let written = match self.handle.take() {
-            Some(h) => h
-                .join()
-                .map_err(|_| CoreError::bundle("the bundle writer thread panicked"))?,
-            None => return Err(CoreError::bundle("the bundle writer is already finished")),
-        };
+        if self.tx.take().is_none() {
+            return Err(CoreError::bundle("the bundle writer is already finished"));
+        }
+        let mut written = Vec::new();
+        for h in self.handles.drain(..) {
+            written.extend(
+                h.join()
+                    .map_err(|_| CoreError::bundle("a bundle writer thread panicked"))?,
+            );
+        }
+        written.sort_by_key(|w| w.blob_id);
         match self.error() {
             Some(e) => Err(e),
             None => Ok(written),
@@ -177,7 +200,7 @@ impl StreamWriter {
 impl Drop for StreamWriter {
     fn drop(&mut self) {
         self.tx.take();
-        if let Some(h) = self.handle.take() {
+        for h in self.handles.drain(..) {
             let _ = h.join();
         }
     }
