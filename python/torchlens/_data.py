@@ -92,23 +92,15 @@ def from_capture(cap: Capture) -> CaptureData:
     plan = prep.plan
     modules: list[ModuleInfo] = []
     if plan is not None:
-        for mod, n in zip(plan.modules, prep.pass_counts, strict=True):
+        # Per-module constants are cached on the plan; only the pass counts change per session.
+        statics = plan.__dict__.get("_module_statics")
+        if statics is None:
+            statics = [(plan.addresses[id(m)], type(m).__name__, plan.all_addresses[id(m)]) for m in plan.modules]
+            plan._module_statics = statics
+        for (addr, cls, aliases), n in zip(statics, prep.pass_counts, strict=True):
             if n:
-                key = id(mod)
-                modules.append(ModuleInfo(plan.addresses[key], type(mod).__name__, n, list(plan.all_addresses[key])))
-    params = []
-    for addr, p in s.params:
-        params.append(
-            ParamInfo(
-                addr,
-                tuple(p.shape),
-                p.dtype,
-                p.numel(),
-                p.numel() * p.element_size(),
-                bool(p.requires_grad),
-                weakref.ref(p),
-            )
-        )
+                modules.append(ModuleInfo(addr, cls, n, list(aliases)))
+    params = _param_infos(plan, s.params)
     return CaptureData(
         strings=list(STRINGS),
         records=s.records,
@@ -151,3 +143,18 @@ def _module_snapshot(mod: Any) -> tuple:
     except TypeError:
         ref = None
     return (ref, bool(mod.training), type(mod))
+
+
+def _param_infos(plan: Any, params: list[tuple[str, Any]]) -> list[ParamInfo]:
+    """ParamInfo per parameter, reused across sessions while the plan and the trainable flags hold."""
+    flags = tuple(bool(p.requires_grad) for _, p in params)
+    cached = plan.__dict__.get("_param_infos") if plan is not None else None
+    if cached is not None and cached[0] == flags:
+        return cached[1]
+    infos = [
+        ParamInfo(addr, tuple(p.shape), p.dtype, p.numel(), p.numel() * p.element_size(), flag, weakref.ref(p))
+        for (addr, p), flag in zip(params, flags, strict=True)
+    ]
+    if plan is not None:
+        plan._param_infos = (flags, infos)
+    return infos
