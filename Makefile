@@ -57,6 +57,8 @@ demo: build-prod  ## log the README's models and print what torchlens sees
 bench: build-prod  ## full benchmark suite -> benches/results/latest.json + .md, hot-path breakdown, Rust core
 	$(PYTHON) benches/run.py --mode full
 	$(PYTHON) benches/hotpath.py | tee benches/results/hotpath.md
+	$(PYTHON) benches/bundle_bench.py --repeat 3 | tee benches/results/bundles.txt
+	$(PYTHON) benches/fastlog_floor.py | tee benches/results/fastlog_floor.txt
 	cargo bench -p torchlens-core --bench finalize -- --warm-up-time 1 --measurement-time 3
 
 bench-quick: build-prod  ## small benchmark subset (smoke test; never fails on timing)
