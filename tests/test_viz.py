@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import torchlens as tl
+from torchlens import _options
 
 from conftest import SimpleRecurrent
 
@@ -166,6 +167,7 @@ def test_show_model_graph_and_options(tmp_path: Path) -> None:
     tl.log_forward_pass(SimpleRecurrent(), torch.rand(6, 5), visualization=opts)
     assert (tmp_path / "v.svg").exists()
     where = tl.VisualizationOptions(output_path=str(tmp_path / "w"), file_format="svg", save_only=True)
+    _options._warned.clear()  # the deprecation warning fires once per process; earlier tests may have used it
     with pytest.warns(DeprecationWarning, match="vis_mode"):
         tl.log_forward_pass(SimpleRecurrent(), torch.rand(6, 5), vis_mode="rolled", visualization=where)
     assert (tmp_path / "w.svg").exists()
