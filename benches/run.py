@@ -129,7 +129,7 @@ def main() -> None:
     ap.add_argument("--one", default="")
     ap.add_argument("--runs", type=int, default=0)
     ap.add_argument("--python", default=sys.executable)
-    ap.add_argument("--out", default=str(RESULTS / "latest.json"))
+    ap.add_argument("--out", default="", help="default: results/latest.json (full) or results/quick.json")
     ns = ap.parse_args()
     runs = ns.runs or (3 if ns.mode == "quick" else 5)
     if ns.one:
@@ -160,7 +160,7 @@ def main() -> None:
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    out = Path(ns.out)
+    out = Path(ns.out or RESULTS / ("latest.json" if ns.mode == "full" else "quick.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     out.with_suffix(".md").write_text(table(rows))
