@@ -9,12 +9,32 @@ import torch
 from torch import Tensor, nn
 
 from . import hot, wrap
-from .session import Session
+from .session import Session, _classify, _code_class, _getframe
 from .strings import intern
 
 _TENSOR_DEPTH = 4
 TAG = hot.TAG
 _ALWAYS = 1 << 62  # nn.Identity: every output gets an identity node
+
+
+def _caller_site(session: Session) -> int:
+    """Call site of a module call: the frame that called `Module.__call__` (one frame, cheap)."""
+    # 0 _caller_site, 1 call_module, 2 the Module.__call__ wrapper, 3 the caller.
+    f = _getframe(3)
+    co = f.f_code
+    c = _code_class.get(id(co))
+    if c is None:
+        c = _classify(co)
+    if c:
+        return 0
+    ln = f.f_lineno
+    key = (id(co), ln)
+    index = session._site_index
+    sid = index.get(key)
+    if sid is None:
+        sid = index[key] = len(session.sites)
+        session.sites.append(((co, ln),))
+    return sid
 
 
 def _replace_outputs(out: Any, fix: Any, depth: int = 0) -> Any:
@@ -182,6 +202,7 @@ class PreparedModel:
                 self._patched_attrs.append((d, name, val, wrapper))
 
     def call_module(self, index: int, orig_call: Any, mod: nn.Module, args: tuple, kwargs: dict) -> Any:
+        # Runs once per module call: enter_module and the call-site lookup are inlined here.
         session = self.session
         k = self.pass_counts[index] + 1
         self.pass_counts[index] = k
@@ -189,7 +210,14 @@ class PreparedModel:
         # Any output node older than this is a pass-through (an input or an earlier tensor returned
         # unchanged) and gets an identity node so the module has an output of its own (spec §7.4).
         first_new = _ALWAYS if self.identity[index] else len(session.records)
-        prev = session.enter_module(addr_id, k)
+        prev = session.stack_id
+        stacks = session.module_stacks
+        # Every module pass is entered once, so each call opens a new stack entry.
+        sid = len(stacks)
+        stacks.append([*stacks[prev], (addr_id, k)])
+        session.stack_parent.append(prev)
+        session.stack_sites.append(_caller_site(session))
+        session.stack_id = sid
         try:
             out = orig_call(mod, *args, **kwargs)
             if type(out) is Tensor:

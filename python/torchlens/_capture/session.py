@@ -139,7 +139,6 @@ class Session:
         self.ncalls = 0
         self.stack_id = 0
         self.module_stacks: list[list[tuple[int, int]]] = [[]]
-        self._stack_index: dict[tuple[int, int, int], int] = {}
         self.module_exits: list[tuple[int, int, int]] = []
         self.param_ids: dict[int, int] = {}
         self.module_index: dict[int, int] = {}
@@ -429,18 +428,6 @@ class Session:
         self.output_tensors.append(t)
 
     # ------------------------------------------------------------------ modules
-    def enter_module(self, addr_id: int, pass_num: int) -> int:
-        prev = self.stack_id
-        key = (prev, addr_id, pass_num)
-        sid = self._stack_index.get(key)
-        if sid is None:
-            sid = self._stack_index[key] = _len(self.module_stacks)
-            self.module_stacks.append([*self.module_stacks[prev], (addr_id, pass_num)])
-            self.stack_parent.append(prev)
-            self.stack_sites.append(self._module_site())
-        self.stack_id = sid
-        return prev
-
     def _walk_rest(self, key: tuple, f: Any) -> tuple:
         """Continue a call-site walk from frame `f` up to the nearest module-call boundary."""
         chain = [key] if key else []
@@ -457,24 +444,6 @@ class Session:
             f = f.f_back
             n += 1
         return tuple(chain)
-
-    def _module_site(self) -> int:
-        """Call site of a module call: the frame that called `Module.__call__` (one frame, cheap)."""
-        # 0 _module_site, 1 enter_module, 2 call_module, 3 the Module.__call__ wrapper, 4 the caller.
-        f = _getframe(4)
-        co = f.f_code
-        c = _code_class.get(id(co))
-        if c is None:
-            c = _classify(co)
-        if c:
-            return 0
-        ln = f.f_lineno
-        key = (id(co), ln)
-        sid = self._site_index.get(key)
-        if sid is None:
-            sid = self._site_index[key] = _len(self.sites)
-            self.sites.append(((co, ln),))
-        return sid
 
     def _source_extras(self) -> None:
         self.toks.append(())
