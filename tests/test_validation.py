@@ -37,6 +37,8 @@ BIG = {
     "densenet121": (lambda: tv.densenet121(), lambda: torch.randn(1, 3, 64, 64)),
     "vit_b_16_small": (_small_vit, lambda: torch.randn(1, 3, 32, 32)),
     "vit_b_16": (lambda: tv.vit_b_16(), lambda: torch.randn(1, 3, 224, 224)),
+    # MNASNet checks per-module state-dict versions when validation restores the weights.
+    "mnasnet0_5": (lambda: tv.mnasnet0_5(), lambda: torch.randn(1, 3, 64, 64)),
     "swin_t": (lambda: tv.swin_t(), lambda: torch.randn(1, 3, 64, 64)),
     "fasterrcnn_mobilenet_v3_large_fpn": (
         lambda: tv.detection.fasterrcnn_mobilenet_v3_large_fpn(

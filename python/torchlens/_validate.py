@@ -13,6 +13,7 @@ import copy
 import random
 import time
 import warnings
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -78,7 +79,12 @@ def validate_forward_pass(
     device = model_device(model)
     gt_args = _clone_inputs(args, device)
     gt_kwargs = _clone_inputs(kwargs, device)
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    live_state = model.state_dict()
+    state = OrderedDict((k, v.detach().clone()) for k, v in live_state.items())
+    # Modules such as MNASNet read per-module versions from the state dict's metadata on load.
+    metadata = getattr(live_state, "_metadata", None)
+    if metadata is not None:
+        state._metadata = metadata  # type: ignore[attr-defined]
     seed_everything(random_seed)
     with hot.paused():
         out = model(*gt_args, **gt_kwargs)
