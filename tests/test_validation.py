@@ -39,6 +39,13 @@ BIG = {
     "vit_b_16": (lambda: tv.vit_b_16(), lambda: torch.randn(1, 3, 224, 224)),
     # MNASNet checks per-module state-dict versions when validation restores the weights.
     "mnasnet0_5": (lambda: tv.mnasnet0_5(), lambda: torch.randn(1, 3, 64, 64)),
+    # Returns a cache object beside its tensors: ground truth must be matched by output address.
+    "t5": (
+        lambda: transformers.T5Model(
+            transformers.T5Config(num_layers=2, d_model=64, d_ff=128, num_heads=2, d_kv=32, vocab_size=500)
+        ),
+        lambda: ((), {"input_ids": torch.arange(8).view(1, 8), "decoder_input_ids": torch.arange(8).view(1, 8)}),
+    ),
     "swin_t": (lambda: tv.swin_t(), lambda: torch.randn(1, 3, 64, 64)),
     "fasterrcnn_mobilenet_v3_large_fpn": (
         lambda: tv.detection.fasterrcnn_mobilenet_v3_large_fpn(
@@ -83,6 +90,9 @@ def test_real_models_validate(name: str) -> None:
     build, inputs = BIG[name]
     model = build().eval()
     x = inputs()
+    if isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], dict):
+        assert tl.validate_forward_pass(model, list(x[0]), x[1], random_seed=0) is True
+        return
     assert tl.validate_forward_pass(model, x, random_seed=0) is True
 
 

@@ -33,26 +33,6 @@ _SKIP_PERTURB = frozenset(
 _NONE_RESULT_FIRST_ARG = frozenset({"__setitem__", "zero_", "__delitem__"})
 
 
-def _flat_tensors(obj: Any, out: list, depth: int = 0) -> list:
-    if isinstance(obj, torch.Tensor):
-        if all(o is not obj for o in out):
-            out.append(obj)
-    elif depth < 5 and isinstance(obj, tuple | list):
-        for o in obj:
-            _flat_tensors(o, out, depth + 1)
-    elif depth < 5 and isinstance(obj, dict):
-        for o in obj.values():
-            _flat_tensors(o, out, depth + 1)
-    elif depth < 5 and hasattr(obj, "__dict__") and not isinstance(obj, torch.nn.Module):
-        try:
-            vals = list(vars(obj).values())
-        except TypeError:
-            vals = []
-        for o in vals:
-            _flat_tensors(o, out, depth + 1)
-    return out
-
-
 def validate_forward_pass(
     model: Any,
     input_args: Any,
@@ -69,7 +49,7 @@ def validate_forward_pass(
     """
     from ._capture import hot
     from ._capture.modules import model_device
-    from ._capture.run import _clone_inputs, normalize_inputs, seed_everything
+    from ._capture.run import _clone_inputs, _walk_tensors, normalize_inputs, seed_everything
     from .api import _check_model, log_forward_pass
 
     model = _check_model(model)
@@ -88,7 +68,10 @@ def validate_forward_pass(
     seed_everything(random_seed)
     with hot.paused():
         out = model(*gt_args, **gt_kwargs)
-    ground_truth = [t.detach().clone() for t in _flat_tensors(out, [])]
+    # The same walk that names the logged output nodes, so ground truth is matched by output address.
+    found: list[tuple[str, torch.Tensor]] = []
+    _walk_tensors(out, "output", found)
+    truth_by_role = {role: t.detach().clone() for role, t in found}
     del out
     with torch.no_grad():
         model.load_state_dict(state)
@@ -102,6 +85,10 @@ def validate_forward_pass(
         random_seed=random_seed,
     )
     try:
+        roles = [log[label].io_role for label in log.output_layers]
+        if any(r not in truth_by_role for r in roles):
+            return False
+        ground_truth = [truth_by_role[r] for r in roles]
         return log.validate_forward_pass(ground_truth, verbose=verbose, validate_metadata=validate_metadata)
     finally:
         log.cleanup()
