@@ -177,3 +177,21 @@ def test_reduced_mode_only_groups_params() -> None:
     assert [lab for lab in labels if lab.startswith("linear")] == passes("linear_1_1", 4)
     assert len([lab for lab in labels if lab.startswith("add")]) == 4
     assert all(":" not in lab for lab in labels if lab.startswith(("add", "mul")))
+
+
+class LstmOutputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, (h, c) = self.lstm(x)
+        return out[:, -1] + h[0] + c[0]
+
+
+def test_outputs_of_one_parameter_op_are_separate_layers() -> None:
+    # output, h and c of one LSTM call are three layers (like torch.max's values/indices), not passes
+    log = tl.log_forward_pass(LstmOutputs(), torch.rand(2, 3, 4), layers_to_save=None)
+    lstm = [lab for lab in log.layer_labels if lab.startswith("lstm")]
+    assert lstm == ["lstm_1_3", "lstm_2_4", "lstm_3_5"]
+    assert [log[lab].iterable_output_index for lab in lstm] == [0, 1, 2]

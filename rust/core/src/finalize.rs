@@ -72,6 +72,7 @@ pub fn finalize(batch: &CaptureBatch, opts: &Options) -> Result<Finalized> {
 
     let n = graph.len();
     let mut funcs = vec![NONE; n];
+    let mut out_positions = vec![-1i32; n];
     let mut types = Vec::with_capacity(n);
     let mut roles = vec![NO_STR; n];
     for pos in 0..n {
@@ -79,6 +80,7 @@ pub fn finalize(batch: &CaptureBatch, opts: &Options) -> Result<Finalized> {
             Source::Record(rec) => {
                 if rec.kind == NodeKind::Op {
                     funcs[pos] = rec.func;
+                    out_positions[pos] = rec.out_index;
                 }
                 types.push(TypeName::of(rec.kind, rec.layer_type));
                 roles[pos] = if rec.kind == NodeKind::Op { NO_STR } else { rec.role };
@@ -89,7 +91,7 @@ pub fn finalize(batch: &CaptureBatch, opts: &Options) -> Result<Finalized> {
             }
         }
     }
-    let layers = loops::detect(&graph, &fingerprints, &funcs, opts.detect_loops);
+    let layers = loops::detect(&graph, &fingerprints, &funcs, &out_positions, opts.detect_loops);
     tick("loops", &mut timings);
 
     let numbers = labels::number(&graph.kinds, &types, &layers.layer_of, &layers.pass_num, &layers.first);
