@@ -289,14 +289,20 @@ def _short_lookup(items: list[Any], key: Any, kind: str, addr_of: Any) -> Any:
     raise KeyError(f"{kind} '{key}' not found. Valid addresses: {valid}...")
 
 
-class ParamAccessor(ExportMixin):
-    """Parameters by int, full address or unambiguous short name (spec §4.4)."""
+class _AddressAccessor(ExportMixin):
+    """Items by int, full address or unambiguous short name (the last address segment)."""
 
-    def __init__(self, params: list[ParamLog]) -> None:
-        self._params = params
+    _kind = "Item"
 
-    def __getitem__(self, key: Any) -> ParamLog:
-        return _short_lookup(self._params, key, "Parameter", lambda p: p.address)
+    def __init__(self, items: list[Any]) -> None:
+        self._items = items
+
+    @staticmethod
+    def _address(item: Any) -> str:
+        raise NotImplementedError
+
+    def __getitem__(self, key: Any) -> Any:
+        return _short_lookup(self._items, key, self._kind, self._address)
 
     def __contains__(self, key: Any) -> bool:
         try:
@@ -306,10 +312,24 @@ class ParamAccessor(ExportMixin):
         return True
 
     def __len__(self) -> int:
-        return len(self._params)
+        return len(self._items)
 
-    def __iter__(self) -> Iterator[ParamLog]:
-        return iter(self._params)
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+
+class ParamAccessor(_AddressAccessor):
+    """Parameters by int, full address or unambiguous short name (spec §4.4)."""
+
+    _kind = "Parameter"
+
+    def __init__(self, params: list[ParamLog]) -> None:
+        super().__init__(params)
+        self._params = params
+
+    @staticmethod
+    def _address(item: Any) -> str:
+        return item.address
 
     def keys(self) -> list[str]:
         return [p.address for p in self._params]
@@ -374,27 +394,18 @@ class BufferLog(LayerPassLog):
         return "\n".join(lines)
 
 
-class BufferAccessor(ExportMixin):
+class BufferAccessor(_AddressAccessor):
     """Buffer nodes by int, full address or unambiguous short name."""
 
+    _kind = "Buffer"
+
     def __init__(self, buffers: list[BufferLog]) -> None:
+        super().__init__(buffers)
         self._buffers = buffers
 
-    def __getitem__(self, key: Any) -> BufferLog:
-        return _short_lookup(self._buffers, key, "Buffer", lambda b: b.buffer_address)
-
-    def __contains__(self, key: Any) -> bool:
-        try:
-            self[key]
-        except (KeyError, IndexError):
-            return False
-        return True
-
-    def __len__(self) -> int:
-        return len(self._buffers)
-
-    def __iter__(self) -> Iterator[BufferLog]:
-        return iter(self._buffers)
+    @staticmethod
+    def _address(item: Any) -> str:
+        return item.buffer_address
 
     def to_pandas(self) -> Any:
         return frame([b.buffer_row() for b in self._buffers], BUFFER_LOG_FIELD_ORDER)
