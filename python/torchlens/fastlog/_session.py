@@ -300,54 +300,28 @@ class FastSession:
 
     # ------------------------------------------------------------------ sources
     def log_input(self, t: Tensor, address: str) -> None:
-        from .._capture.strings import intern
-
-        tid = intern("input")
-        n = self._tag(t, tid)
-        ei = self.event_index = self.event_index + 1
-        ev = (
-            "input",
-            ei,
-            None,
-            "input",
-            n,
-            self.creation,
-            None,
-            self.frames,
-            t,
-            None,
-            None,
-            _perf() - self.t0,
-            None,
-            None,
-            address,
-            None,
-        )
-        if self.include_sources:
-            self._event(ev, t, self.keep_op, self.op_default, self.decider.true_op)
-        else:
-            self._event(ev, t, None, DROP, DROP)
+        self._source_event("input", t, address)
 
     def _buffers_in(self, items: Any) -> None:
         for a in items:
             if isinstance(a, Tensor):
                 entry = self.pending.pop(id(a), None)
                 if entry is not None and entry[0] is a:
-                    self._buffer(a, entry[1])
+                    self._source_event("buffer", a, entry[1])
             elif _type(a) is list or _type(a) is tuple:
                 self._buffers_in(a)
 
-    def _buffer(self, t: Tensor, address: str) -> None:
+    def _source_event(self, kind: str, t: Tensor, address: str) -> None:
+        """An input or buffer tensor entering the pass (kept only with include_source_events)."""
         from .._capture.strings import intern
 
-        tid = intern("buffer")
-        n = self._tag(t, tid)
+        n = self._tag(t, intern(kind))
         ei = self.event_index = self.event_index + 1
         ev = (
-            "buffer",
+            kind,
             ei,
             None,
-            "buffer",
+            kind,
             n,
             self.creation,
             None,
