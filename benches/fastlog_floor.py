@@ -18,8 +18,9 @@ from torch import nn
 
 import torchlens as tl
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from models import MODELS  # noqa: E402
+# The benchmark models are shared with the tests (tests/models/bench.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from models.bench import MODELS  # noqa: E402
 
 
 def _median_time(fn: Any, runs: int = 5) -> float:

@@ -17,27 +17,13 @@ from torch import nn
 import torchlens as tl
 from torchlens import _core
 from torchlens._capture import run as capture_run
-from torchlens._data import from_capture
+from torchlens._capture.run import from_capture
+
+# The benchmark models are shared with the tests (tests/models/bench.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from models.bench import ModuleChain, OpChain  # noqa: E402
 
 N = 2000
-
-
-class OpChain(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(N):
-            x = torch.relu(x)
-        return x
-
-
-class ModuleChain(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.act = nn.ReLU()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(N):
-            x = self.act(x)
-        return x
 
 
 def median_us(fn: Callable[[], object], per: int = N, runs: int = 7) -> float:
@@ -56,7 +42,7 @@ def main() -> None:
     x = torch.rand(8, 64)
     rows: list[tuple[str, float]] = []
     with torch.no_grad():
-        for name, model in (("torch op (relu)", OpChain()), ("module call + op (nn.ReLU)", ModuleChain())):
+        for name, model in (("torch op (relu)", OpChain(N)), ("module call + op (nn.ReLU)", ModuleChain(N))):
             tl.unwrap_torch()
             plain = median_us(lambda m=model: m(x))
             tl.wrap_torch()
@@ -84,5 +70,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

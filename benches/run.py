@@ -21,6 +21,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+# The benchmark models are shared with the tests (tests/models/bench.py).
+sys.path.insert(0, str(HERE.parent / "tests"))
 
 
 def _median_time(fn: Any, runs: int, warmup: int = 1) -> float:
@@ -43,8 +45,7 @@ def bench_one(name: str, runs: int, impl: str) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    sys.path.insert(0, str(HERE))
-    from models import MODELS
+    from models.bench import MODELS
 
     build, make_input = MODELS[name]
     torch.manual_seed(0)
@@ -135,8 +136,7 @@ def main() -> None:
     if ns.one:
         print("RESULT " + json.dumps(bench_one(ns.one, runs, ns.impl)), flush=True)
         return
-    sys.path.insert(0, str(HERE))
-    from models import FULL, QUICK
+    from models.bench import FULL, QUICK
 
     names = ns.models.split(",") if ns.models else (QUICK if ns.mode == "quick" else FULL)
     rows: list[dict[str, Any]] = []

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torchvision
-from torch import nn
 
 import torchlens as tl
 
-
-class SimpleRecurrent(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(in_features=5, out_features=5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(4):
-            x = self.fc(x)
-            x = x + 1
-            x = x * 2
-        return x
+# SimpleRecurrent is the README's model, kept with the test models (tests/models/readme.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from models import SimpleRecurrent  # noqa: E402
 
 
 def main() -> None:

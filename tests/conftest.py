@@ -1,23 +1,14 @@
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from torch import nn
 
-
-class SimpleRecurrent(nn.Module):
-    """The seed README's recurrent model."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(in_features=5, out_features=5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(4):
-            x = self.fc(x)
-            x = x + 1
-            x = x * 2
-        return x
+# pytest's --import-mode=append puts tests/ last on sys.path; first, so that the shared `models`
+# package (tests/models) cannot be shadowed by an installed distribution of the same name.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture(autouse=True)

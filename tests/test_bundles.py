@@ -183,7 +183,8 @@ def test_existing_path_overwrite_and_cleanup(tmp_path: Path) -> None:
 def test_unsupported_tensor_strict_and_lenient(tmp_path: Path) -> None:
     log = _small_log()
     nid = log._node_ids[1]
-    log._saved[nid] = log._saved[nid].to(torch.float8_e4m3fn)
+    # float8_e8m0fnu has no code the reference safetensors reader maps to torch: not in the table.
+    log._saved[nid] = log._saved[nid].to(torch.float8_e8m0fnu)
     with pytest.raises(TorchLensIOError, match="Unsupported tensor for bundle save at"):
         tl.save(log, tmp_path / "s")
     assert list(tmp_path.glob("s.tmp.*/PARTIAL"))
@@ -251,8 +252,8 @@ def test_streaming_peak_memory_bounded(tmp_path: Path) -> None:
     code = """
     import resource, sys, torch, torchlens as tl
     from torch import nn
-    import torchlens._io as io
-    io.STREAM_QUEUE_BYTES = 32 << 20
+    import torchlens.io._stream as stream
+    stream.STREAM_QUEUE_BYTES = 32 << 20
     class Big(nn.Module):
         def forward(self, x):
             for _ in range(150):
@@ -490,7 +491,7 @@ def test_fuzz_metadata_and_manifest_reader(bundle: Path) -> None:
 
 def test_transformed_activations_round_trip(tmp_path: Path) -> None:
     log = _small_log(activation_postfunc=lambda t: t.float().mean())
-    assert log[1].transformed_activation is not None
+    assert torch.equal(log[1].transformed_activation, log[1].activation.float().mean())
     tl.save(log, tmp_path / "t")
     m = json.loads((tmp_path / "t" / "manifest.json").read_text())
     assert {e["kind"] for e in m["tensors"]} == {"activation", "transformed_activation"}

@@ -2,26 +2,71 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 import torchlens as tl
-from torchlens import _core
-from torchlens._capture import session as session_mod
+from torchlens import _core, _data
 from torchlens._capture.strings import STRINGS, intern
 
 
 def test_record_schema_matches_emitter() -> None:
-    assert _core.RECORD_FIELDS == session_mod.RECORD_FIELDS
-    assert _core.RECORD_VERSION == session_mod.RECORD_VERSION
+    assert _core.RECORD_FIELDS == _data.RECORD_FIELDS
+    assert _core.RECORD_VERSION == _data.RECORD_VERSION
+    # Every field has its named index, at the core's position, and no other F_* name exists.
+    named = {k: v for k, v in vars(_data).items() if k.startswith("F_")}
+    assert named == {f"F_{f.upper()}": i for i, f in enumerate(_core.RECORD_FIELDS)}
+
+
+def test_emitted_records_follow_the_named_layout() -> None:
+    class M(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 3)
+            self.register_buffer("b", torch.ones(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.lin(x) + self.b)
+
+    log = tl.log_forward_pass(M(), torch.rand(2, 3))
+    recs = log._data.records
+    strings = log._data.strings
+    assert all(len(r) == len(_core.RECORD_FIELDS) for r in recs)
+    kinds = [r[_data.F_KIND] for r in recs]
+    assert kinds == [_data.KIND_INPUT, _data.KIND_OP, _data.KIND_BUFFER, _data.KIND_OP, _data.KIND_OP]
+    lin, add, relu = recs[1], recs[3], recs[4]
+    assert strings[lin[_data.F_FUNC]] == "linear" and len(lin[_data.F_PARAMS]) == 2
+    assert strings[relu[_data.F_LAYER_TYPE]] == "relu" and relu[_data.F_PARENTS] == (3,)
+    assert add[_data.F_PARENTS] == (1, 2) and add[_data.F_OUT_INDEX] == _data.OUT_SINGLE
+    assert strings[recs[0][_data.F_ROLE]] == "input.x" and relu[_data.F_ROLE] == _data.NO_STR
+    assert [log._kind(p) for p in range(len(log))][-1] == _data.KIND_OUTPUT
 
 
 def test_version_and_profile() -> None:
     assert _core.__version__ == tl.__version__
-    assert _core.build_profile in ("debug", "release")
+
+    # The loaded extension is a copy of one cargo artifact; the profile that built it says what
+    # build_profile must be (profiling inherits release, so no debug assertions either).
+    def digest(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    loaded = digest(Path(_core.__file__))
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or Path(__file__).resolve().parents[1] / "target")
+    built_by = [
+        profile
+        for profile in ("debug", "release", "profiling")
+        for lib in (target / profile).glob("*_core.*")
+        if lib.suffix in (".so", ".dylib", ".dll", ".pyd") and digest(lib) == loaded
+    ]
+    if not built_by:
+        pytest.skip(f"the loaded _core is not an artifact under {target}")
+    assert _core.build_profile == ("debug" if built_by[0] == "debug" else "release"), built_by
 
 
 def _rec(kind: int, parents: tuple = (), role: int = 0xFFFFFFFF) -> tuple:

@@ -7,6 +7,9 @@ from torch import nn
 
 import torchlens as tl
 
+from models import SimpleRecurrent
+from models.zoo_modules import SharedBlockTwice
+
 
 def labels_of(model: nn.Module, *inputs: torch.Tensor) -> list[str]:
     return tl.log_forward_pass(model, list(inputs), layers_to_save=None).layer_labels
@@ -16,45 +19,14 @@ def passes(prefix: str, n: int) -> list[str]:
     return [f"{prefix}:{i}" for i in range(1, n + 1)]
 
 
-class Loop4(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(5, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(4):
-            x = self.fc(x)
-            x = x + 1
-            x = x * 2
-        return x
-
-
 def test_simple_loop() -> None:
-    labels = labels_of(Loop4(), torch.rand(2, 5))
+    labels = labels_of(SimpleRecurrent(), torch.rand(2, 5))
     body = [lab for lab in labels if lab.startswith(("linear", "add", "mul"))]
     assert sorted(body) == sorted(passes("linear_1_1", 4) + passes("add_1_2", 4) + passes("mul_1_3", 4))
 
 
-class Block(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.fc(x))
-
-
-class BlockTwice(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.block = Block()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(self.block(x))
-
-
 def test_same_block_twice() -> None:
-    log = tl.log_forward_pass(BlockTwice(), torch.rand(2, 4), layers_to_save=None)
+    log = tl.log_forward_pass(SharedBlockTwice(), torch.rand(2, 4), layers_to_save=None)
     assert log.layer_labels == ["input_1", "linear_1_1:1", "relu_1_2:1", "linear_1_1:2", "relu_1_2:2", "output_1"]
     assert log["relu_1_2:2"].containing_modules == ["block:2"]
     assert log["block:1"] is log["relu_1_2:1"]
@@ -172,7 +144,7 @@ def test_identical_inputs_do_not_crash() -> None:
 
 
 def test_reduced_mode_only_groups_params() -> None:
-    log = tl.log_forward_pass(Loop4(), torch.rand(2, 5), layers_to_save=None, detect_recurrent_patterns=False)
+    log = tl.log_forward_pass(SimpleRecurrent(), torch.rand(2, 5), layers_to_save=None, detect_recurrent_patterns=False)
     labels = log.layer_labels
     assert [lab for lab in labels if lab.startswith("linear")] == passes("linear_1_1", 4)
     assert len([lab for lab in labels if lab.startswith("add")]) == 4

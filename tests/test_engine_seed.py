@@ -8,7 +8,7 @@ import torchvision
 
 import torchlens as tl
 
-from conftest import SimpleRecurrent
+from models import SimpleRecurrent
 
 ALEXNET_LABELS = [
     "input_1",

@@ -9,23 +9,12 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 import torchlens as tl
-from torchlens._model_extras import MODEL_EXPORT_COLUMNS
+from torchlens.log.export import MODEL_EXPORT_COLUMNS
 
-from conftest import SimpleRecurrent
-
-
-class BNNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-        self.bn = nn.BatchNorm1d(4)
-        self.head = nn.Sequential(nn.ReLU(), nn.Linear(4, 2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.bn(self.fc(x)))
+from models import SimpleRecurrent
+from models.small import BNNet
 
 
 @pytest.fixture(scope="module")

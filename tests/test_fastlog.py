@@ -188,7 +188,9 @@ def test_predicate_error_policy() -> None:
     with pytest.raises(fastlog.PredicateError, match="must return bool, CaptureSpec, or None"):
         tl.fastlog.record(m, x, keep_op=lambda c: "yes")
     # the model and torch are usable afterwards
-    assert tl.log_forward_pass(m, x) is not None
+    log = tl.log_forward_pass(m, x)
+    assert log.layer_labels == ["input_1", "linear_1_1", "relu_1_2", "linear_2_3", "relu_2_4", "linear_3_5", "output_1"]
+    assert torch.equal(log["output_1"].activation, m(x))
 
 
 def test_capture_spec_dtype_downcast_and_postfunc() -> None:

@@ -13,7 +13,7 @@ from torch import nn
 
 import torchlens as tl
 
-from conftest import SimpleRecurrent
+from models import SimpleRecurrent
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +80,12 @@ def test_readme_snippets_run_as_written() -> None:
         model_log = tl.log_forward_pass(blocks, x, layers_to_save=["block1"], train_mode=True)
         aux_loss = model_log["block1"].activation.square().mean()
         aux_loss.backward()
-        assert blocks.block1[0].weight.grad is not None
+        # the logged activation is part of the autograd graph: same gradient as the plain forward's
+        logged_grad = blocks.block1[0].weight.grad.clone()
+        blocks.zero_grad()
+        blocks(x).square().mean().backward()
+        assert logged_grad.abs().sum() > 0
+        assert torch.equal(logged_grad, blocks.block1[0].weight.grad)
 
         loc = model_history["conv2d_3"].func_call_stack[0]
         assert "FuncCallLocation:" in repr(loc) and loc.func_name == "forward" and loc.file.endswith("alexnet.py")

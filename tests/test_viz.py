@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 import torchlens as tl
 from torchlens import _options
 
-from conftest import SimpleRecurrent
+from models import SimpleRecurrent
+from models.small import Branching, Nested
 
 
 def nodes_of(dot: str) -> dict[str, str]:
@@ -76,35 +76,6 @@ def test_unrolled_recurrent(recurrent_log: tl.ModelLog) -> None:
     assert "In " not in dot
 
 
-class Inner(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Linear(4, 4)
-        self.b = nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(torch.relu(self.a(x)))
-
-
-class Outer(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.inner = Inner()
-        self.post = nn.Linear(4, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.post(torch.tanh(self.inner(x)))
-
-
-class Nested(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.block = Outer()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block(x) * 2
-
-
 def test_nesting_depths() -> None:
     log = tl.log_forward_pass(Nested(), torch.rand(3, 4), layers_to_save=None)
     full = log.to_dot(vis_nesting_depth=1000)
@@ -120,13 +91,6 @@ def test_nesting_depths() -> None:
     assert set(n1) == {"input_1", "blockpass1", "mul_1_6", "output_1"}
     assert "3 layers total" not in n1["blockpass1"] and "5 layers total" in n1["blockpass1"]
     assert set(edges_of(depth1)) == {("input_1", "blockpass1"), ("blockpass1", "mul_1_6"), ("mul_1_6", "output_1")}
-
-
-class Branching(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = torch.sin(x)
-        b = torch.cos(x)
-        return a * b
 
 
 def test_branching_model() -> None:

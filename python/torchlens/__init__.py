@@ -9,28 +9,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _core
 from . import fastlog as fastlog
 from ._capture.wrap import unwrap_torch as unwrap_torch
 from ._capture.wrap import wrap_torch as wrap_torch
 from ._errors import MetadataInvariantError as MetadataInvariantError
 from ._errors import TorchLensPostfuncError as TorchLensPostfuncError
-from ._io import LazyActivationRef as LazyActivationRef
-from ._io import TorchLensIOError as TorchLensIOError
-from ._io import cleanup_tmp as cleanup_tmp
-from ._io import load as load
-from ._io import recover_bundle as recover_bundle
-from ._io import save as save
+from ._native import core as _core
 from ._options import StreamingOptions as StreamingOptions
 from ._options import VisualizationOptions as VisualizationOptions
-from ._validate import validate_forward_pass as validate_forward_pass
 from .api import get_model_metadata as get_model_metadata
 from .api import log_forward_pass as log_forward_pass
 from .api import log_model_metadata as log_model_metadata
 from .api import show_model_graph as show_model_graph
-from .layer_log import LayerLog as LayerLog
-from .layer_log import LayerPassLog as LayerPassLog
-from .model_log import ModelLog as ModelLog
+from .api import validate_forward_pass as validate_forward_pass
+from .io import LazyActivationRef as LazyActivationRef
+from .io import TorchLensIOError as TorchLensIOError
+from .io import cleanup_tmp as cleanup_tmp
+from .io import load as load
+from .io import recover_bundle as recover_bundle
+from .io import save as save
+from .log.layer_log import LayerLog as LayerLog
+from .log.layer_pass_log import LayerPassLog as LayerPassLog
+from .log.model_log import ModelLog as ModelLog
 
 __version__ = _core.__version__
 

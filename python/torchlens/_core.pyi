@@ -4,7 +4,7 @@ Private module: the public API wraps it. See ``docs/core-contract.md`` for the c
 """
 
 from os import PathLike
-from typing import final
+from typing import Any, final
 
 from typing_extensions import Buffer
 
@@ -16,17 +16,19 @@ __all__ = [
     "__version__",
     "build_profile",
     "IO_FORMAT_VERSION",
-    "TorchLensIOError",
+    "TENSOR_DTYPES",
     "StreamWriter",
     "blob_write",
     "blob_read_into",
     "blob_scan",
-    "bundle_open",
+    "bundle_load",
     "bundle_commit",
+    "journal_read",
     "manifest_check",
     "refuse_symlink",
     "write_file",
     "FastlogWriter",
+    "safetensors_read",
 ]
 
 RECORD_FIELDS: tuple[str, ...]
@@ -201,8 +203,11 @@ class Finalized:
 IO_FORMAT_VERSION: int
 """Bundle layout version this extension writes and the newest it reads (see ``docs/bundle-format.md``)."""
 
-class TorchLensIOError(RuntimeError):
-    """A portable bundle could not be written or read (missing, truncated, corrupted, unsupported or hostile)."""
+TENSOR_DTYPES: tuple[str, ...]
+"""Torch names of the dtypes a tensor file (bundle blob or fastlog payload) can hold: the core's
+one dtype table. Every one is standard safetensors except ``complex128`` (see ``docs/bundle-format.md``).
+
+Errors of the functions below are ``torchlens._errors.TorchLensIOError`` (defined in Python)."""
 
 _Path = str | PathLike[str]
 
@@ -246,17 +251,36 @@ def blob_scan(path: _Path) -> tuple[str, list[int], list[tuple[str, str]], int, 
         TorchLensIOError: Truncated or malformed file.
     """
 
-def bundle_open(path: _Path) -> tuple[str, bytes, list[str]]:
-    """Validates a bundle directory without reading tensor data.
+def bundle_load(
+    path: _Path, torch_version: str
+) -> tuple[dict[str, Any], dict[str, Any], list[str], list[tuple[str, str]]]:
+    """Opens a bundle for loading, without reading tensor data.
 
-    Checks symlinks, the manifest schema and versions, the size and checksum of ``metadata.json``
-    and the presence and size of every blob.
+    Checks symlinks, the manifest schema, the presence and size of every blob and of
+    ``metadata.json``, the metadata checksum and schema (every index cross-checked), and the
+    version policy against ``torch_version`` and this extension's version.
 
     Returns:
-        ``(manifest_json_text, metadata_bytes, unexpected_files_in_blobs)``.
+        ``(manifest, metadata, unexpected_files_in_blobs, notices)``: ``manifest`` has
+        ``io_format_version``, ``torchlens_version``, ``torch_version``, ``n_layers`` and
+        ``tensors`` (dicts with ``blob_id``, ``kind``, ``label``, ``relative_path``, ``dtype``,
+        ``shape``, ``device_at_save``, ``bytes``, ``sha256``); ``metadata`` has ``model_name``,
+        ``info``, ``capture`` (the ``CaptureData`` fields as plain lists and tuples), ``extras``
+        (or None), ``activations`` and ``transformed`` (``(node, blob_id)`` pairs); ``notices``
+        are ``("warning" | "deprecation", message)`` pairs to show.
 
     Raises:
         TorchLensIOError: Naming the first problem found.
+    """
+
+def journal_read(path: _Path) -> dict[str, Any]:
+    """Reads the journal of an interrupted streamed capture.
+
+    Returns:
+        ``{"model_name", "info", "capture"}``, ``capture`` shaped like ``bundle_load``'s.
+
+    Raises:
+        TorchLensIOError: Symlinked, unreadable or invalid journal, or one without a header.
     """
 
 def bundle_commit(tmp: _Path, target: _Path, manifest: bytes) -> None:
@@ -313,12 +337,22 @@ class FastlogWriter:
     def __new__(cls, root: _Path, max_queued: int = ...) -> FastlogWriter:
         """Opens the index for appending and starts the writer thread (at most ``max_queued`` waiting jobs)."""
 
-    def write(self, relative_path: str, header: str, chunks: list[Buffer], index_line: str) -> None:
-        """Copies ``chunks`` and queues one record; the thread writes the safetensors file, then the line
-        with ``@SHA256@`` replaced by the file's digest. Blocks while the queue is full.
+    def write(
+        self,
+        relative_path: str,
+        tensors: list[tuple[str, str, list[int]]],
+        metadata: list[tuple[str, str]],
+        chunks: list[Buffer],
+        index_line: str,
+    ) -> None:
+        """Copies ``chunks`` and queues one record; the thread writes the safetensors file (header
+        encoded by the core from ``tensors``, ``(name, dtype, shape)`` in data order, and the string
+        ``metadata``), then the line with ``@SHA256@`` replaced by the file's digest. Blocks while
+        the queue is full. An empty ``relative_path`` queues the line alone.
 
         Raises:
-            TorchLensIOError: Invalid ``relative_path``, an earlier write failed, or the writer is finished.
+            TorchLensIOError: Invalid ``relative_path``, unsupported dtype, a buffer of the wrong
+                size, an earlier write failed, or the writer is finished.
         """
 
     def finish(self) -> int:
@@ -327,3 +361,10 @@ class FastlogWriter:
         Raises:
             TorchLensIOError: If any write failed.
         """
+
+def safetensors_read(path: _Path) -> tuple[list[tuple[str, str]], list[tuple[str, str, list[int], bytearray]]]:
+    """Reads every tensor of a safetensors file: ``(metadata, [(name, dtype, shape, data)])`` in offset order.
+
+    Raises:
+        TorchLensIOError: Truncated or malformed file, or an unsupported dtype.
+    """

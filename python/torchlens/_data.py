@@ -2,18 +2,145 @@
 
 A `ModelLog` reads only this and the core's `Finalized` columns, so a log rebuilt from a saved
 bundle (the same data, re-finalized by the core) behaves exactly like a fresh one.
+
+This is the bottom layer: the record layout (field indices, node kinds), the op flags and the
+argument-token layout are defined here, and every other layer reads records through these names.
 """
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from ._capture.run import Capture
+# ---------------------------------------------------------------- records (one tuple of ints per node)
+# Must match torchlens._core.RECORD_FIELDS / RECORD_VERSION (checked by tests/test_core_boundary.py).
+RECORD_FIELDS = ("kind", "func", "layer_type", "arg_hash", "out_index", "module_stack", "params", "parents", "role")
+RECORD_VERSION = 1
+# Index of each field in a record, e.g. `records[nid][F_PARENTS]`.
+F_KIND = 0
+F_FUNC = 1  # string id of the function name
+F_LAYER_TYPE = 2  # string id of the layer type
+F_ARG_HASH = 3
+F_OUT_INDEX = 4  # position in the op's returned tuple/list/dict; OUT_SINGLE for a lone tensor
+F_MODULE_STACK = 5  # index into CaptureData.module_stacks
+F_PARAMS = 6  # parameter ids
+F_PARENTS = 7  # node ids
+F_ROLE = 8  # string id of an input's/buffer's address; NO_STR for ops
+NO_STR = 0xFFFFFFFF
+OUT_SINGLE = -1
+
+# Node kinds (record field F_KIND). KIND_OUTPUT never appears in a record: the core appends one
+# synthetic output node per model output after the records, and ModelLog reports it as this kind.
+KIND_INPUT = 0
+KIND_BUFFER = 1
+KIND_OP = 2
+KIND_OUTPUT = 3
+
+# ---------------------------------------------------------------- op flags (the in-place rule)
+FLAG_INPLACE = 1
+FLAG_RETURNS_NONE_SELF = 2  # returns None after changing args[0]; args[0] is taken as the output
+FLAG_SELF_NOT_PARENT = 4  # x.new_zeros(...) only borrows dtype/device from x (spec §7.3)
+
+_INPLACE_EXTRA = frozenset({"__setitem__", "__delitem__"})
+_NONE_SELF = frozenset({"__setitem__", "__delitem__", "zero_"})
+
+
+def op_flags(name: str) -> int:
+    """The FLAG_* bits of a torch callable, from its name (spec §7.2 steps 7-8)."""
+    flags = 0
+    if is_inplace_name(name):
+        flags |= FLAG_INPLACE
+    if name in _NONE_SELF:
+        flags |= FLAG_RETURNS_NONE_SELF
+    if name.startswith("new_"):
+        flags |= FLAG_SELF_NOT_PARENT
+    return flags
+
+
+def is_inplace_name(name: str) -> bool:
+    """Whether the function named `name` changes its first argument in place."""
+    return (name.endswith("_") and not name.endswith("__")) or name.startswith("__i") or name in _INPLACE_EXTRA
+
+
+def returns_none_self(name: str) -> bool:
+    """Whether the function returns None and its result is its (changed) first argument."""
+    return name in _NONE_SELF
+
+
+# ---------------------------------------------------------------- argument tokens
+# Per node, `CaptureData.toks[nid]` is `(positional, kwargs)`: a tuple of tokens for the
+# positional arguments and a tuple of `(name, token)` pairs for the keyword arguments. A token is
+# a tensor argument's `torch.Size`, None for a parameter, the value itself for a scalar or
+# hashable, a tuple of tokens for a tuple/list (a dict: a tuple of `(key, token)` pairs), or
+# `str(value)` for anything else. Sources (inputs, buffers) have `NO_TOKENS`.
+NO_TOKENS: tuple[tuple, tuple] = ((), ())
+
+
+def split_tokens(entry: Any) -> tuple[list, dict]:
+    """One node's argument tokens as (positional tokens, {kwarg name: token})."""
+    if not entry:
+        return [], {}
+    pos, kw = entry
+    return list(pos), dict(kw)
+
+
+def legacy_tokens(flat: tuple) -> tuple[tuple, tuple]:
+    """Split a pre-split token tuple (older bundles stored kwargs as a trailing tuple of pairs)."""
+    pos = tuple(flat)
+    if pos and type(pos[-1]) is tuple and pos[-1]:
+        last = pos[-1]
+        if all(type(x) is tuple and len(x) == 2 and type(x[0]) is str for x in last):
+            return pos[:-1], last
+    return pos, ()
+
+
+# ---------------------------------------------------------------- captured call arguments
+class ParentRef:
+    """A captured argument that was a logged tensor: the producing node and its value at call time."""
+
+    __slots__ = ("nid", "value")
+
+    def __init__(self, nid: int, value: Any) -> None:
+        self.nid = nid
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"ParentRef({self.nid})"
+
+
+class GeneratorSnapshot:
+    """A `torch.Generator` argument as it was before the call; `make()` gives a fresh equal generator."""
+
+    __slots__ = ("device", "state")
+
+    def __init__(self, g: Any) -> None:
+        self.device = g.device
+        self.state = g.get_state()
+
+    def make(self) -> Any:
+        g = torch.Generator(device=self.device)
+        g.set_state(self.state)
+        return g
+
+
+def map_captured(obj: Any, ref: Any, leaf: Any = None, depth: int = 0) -> Any:
+    """Captured call arguments rebuilt for a call: each `ParentRef` becomes `ref(r)`, each generator
+    snapshot a fresh generator, every other leaf `leaf(x)` (itself when `leaf` is None).
+
+    Depth is bounded like the capture that stored the arguments (six levels).
+    """
+    if isinstance(obj, ParentRef):
+        return ref(obj)
+    if isinstance(obj, GeneratorSnapshot):
+        return obj.make()
+    if depth < 6:
+        if type(obj) is tuple or type(obj) is list:
+            return type(obj)(map_captured(o, ref, leaf, depth + 1) for o in obj)
+        if type(obj) is dict:
+            return {k: map_captured(v, ref, leaf, depth + 1) for k, v in obj.items()}
+    return obj if leaf is None else leaf(obj)
 
 
 @dataclass
@@ -66,7 +193,7 @@ class CaptureData:
     sites: list[tuple] = field(default_factory=lambda: [()])
     stack_sites: list[int] = field(default_factory=list)
     stack_parent: list[int] = field(default_factory=list)
-    toks: list[tuple] = field(default_factory=list)
+    toks: list[tuple] = field(default_factory=list)  # (positional, kwargs) per node: see split_tokens
     func_times: Any = None
     func_args: dict[int, tuple] = field(default_factory=dict)
     func_rng: dict[int, Any] = field(default_factory=dict)
@@ -82,79 +209,3 @@ class CaptureData:
             self.module_passes,
             self.outputs,
         )
-
-
-def from_capture(cap: Capture) -> CaptureData:
-    from ._capture.strings import STRINGS
-
-    s = cap.session
-    prep = cap.prepared
-    plan = prep.plan
-    modules: list[ModuleInfo] = []
-    if plan is not None:
-        # Per-module constants are cached on the plan; only the pass counts change per session.
-        statics = plan.__dict__.get("_module_statics")
-        if statics is None:
-            statics = [(plan.addresses[id(m)], type(m).__name__, plan.all_addresses[id(m)]) for m in plan.modules]
-            plan._module_statics = statics
-        for (addr, cls, aliases), n in zip(statics, prep.pass_counts, strict=True):
-            if n:
-                modules.append(ModuleInfo(addr, cls, n, list(aliases)))
-    params = _param_infos(plan, s.params)
-    return CaptureData(
-        strings=list(STRINGS),
-        records=s.records,
-        meta_ids=s.meta_ids,
-        metas=s.metas,
-        module_stacks=s.module_stacks,
-        module_exits=s.module_exits,
-        module_passes=prep.module_passes(),
-        outputs=s.outputs,
-        modules=modules,
-        params=params,
-        site_ids=s.site_ids,
-        sites=s.sites,
-        stack_sites=s.stack_sites,
-        stack_parent=s.stack_parent,
-        toks=s.toks,
-        func_times=s.op_times,
-        func_args=s.func_args,
-        func_rng=s.func_rng,
-        module_objects=_module_objects(plan, prep),
-    )
-
-
-def _module_objects(plan: Any, prep: Any) -> dict[str, Any]:
-    """Weak references to the modules that ran, by address (for docstrings and attributes)."""
-    out: dict[str, Any] = {}
-    if plan is None:
-        return out
-    for mod, n in zip(plan.modules, prep.pass_counts, strict=True):
-        if n:
-            out[plan.addresses[id(mod)]] = _module_snapshot(mod)
-    out["self"] = _module_snapshot(prep.model)
-    return out
-
-
-def _module_snapshot(mod: Any) -> tuple:
-    """(weak reference or None, training flag, class): what a ModuleLog reads about a live module."""
-    try:
-        ref = weakref.ref(mod)
-    except TypeError:
-        ref = None
-    return (ref, bool(mod.training), type(mod))
-
-
-def _param_infos(plan: Any, params: list[tuple[str, Any]]) -> list[ParamInfo]:
-    """ParamInfo per parameter, reused across sessions while the plan and the trainable flags hold."""
-    flags = tuple(bool(p.requires_grad) for _, p in params)
-    cached = plan.__dict__.get("_param_infos") if plan is not None else None
-    if cached is not None and cached[0] == flags:
-        return cached[1]
-    infos = [
-        ParamInfo(addr, tuple(p.shape), p.dtype, p.numel(), p.numel() * p.element_size(), flag, weakref.ref(p))
-        for (addr, p), flag in zip(params, flags, strict=True)
-    ]
-    if plan is not None:
-        plan._param_infos = (flags, infos)
-    return infos

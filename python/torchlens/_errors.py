@@ -9,3 +9,11 @@ class TorchLensPostfuncError(RuntimeError):
 
 class MetadataInvariantError(AssertionError):
     """`ModelLog.check_metadata_invariants` found an inconsistency (message names the family)."""
+
+
+class TorchLensIOError(RuntimeError):
+    """A portable bundle could not be written or read (missing, truncated, corrupted, unsupported or hostile).
+
+    Defined here, not in the extension: the Rust bindings raise this very class
+    (`pyo3::import_exception!`), so `except TorchLensIOError` catches errors from both sides.
+    """

@@ -1,7 +1,7 @@
 """`func_config` (spec §7.6): salient hyper-parameters of an op, from its recorded argument tokens.
 
-The capture keeps, per op, a tuple of argument tokens (tensor args as their shape, parameters as
-None, scalars as themselves, and a trailing `(("name", value), ...)` tuple for kwargs). The
+The capture keeps, per op, its argument tokens (tensor args as their shape, parameters as None,
+scalars as themselves; positional and keyword arguments apart, see `_data.split_tokens`). The
 extractors below map those back to names with the torch signatures of the common ops.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from ._data import split_tokens
 
 _SIGS: dict[str, tuple[str, ...]] = {
     "conv1d": ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
@@ -89,19 +91,10 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _named(layer_type: str, toks: tuple, func_name: str) -> dict[str, Any]:
+def _named(layer_type: str, pos: list, kw: dict[str, Any]) -> dict[str, Any]:
     sig = _SIGS.get(layer_type)
     if sig is None:
         return {}
-    kw: dict[str, Any] = {}
-    pos = list(toks)
-    if (
-        pos
-        and isinstance(pos[-1], tuple)
-        and pos[-1]
-        and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in pos[-1])
-    ):
-        kw = dict(pos.pop())
     out: dict[str, Any] = {}
     for name, v in zip(sig, pos, strict=False):
         out[name] = v
@@ -112,15 +105,19 @@ def _named(layer_type: str, toks: tuple, func_name: str) -> dict[str, Any]:
 
 
 def func_config(layer_type: str, func_name: str, toks: tuple, param_shapes: list[tuple[int, ...]]) -> dict[str, Any]:
-    """The salient hyper-parameters of one op as plain Python values (empty dict if none)."""
+    """The salient hyper-parameters of one op as plain Python values (empty dict if none).
+
+    `toks` is the op's `CaptureData.toks` entry.
+    """
     try:
-        return _func_config(layer_type, func_name, toks or (), param_shapes)
+        return _func_config(layer_type, func_name, toks, param_shapes)
     except Exception:
         return {}
 
 
 def _func_config(layer_type: str, func_name: str, toks: tuple, param_shapes: list[tuple[int, ...]]) -> dict[str, Any]:
-    a = _named(layer_type, toks, func_name)
+    pos, kw = split_tokens(toks)
+    a = _named(layer_type, pos, kw)
     cfg: dict[str, Any] = {}
     if layer_type.startswith("conv"):
         w = param_shapes[0] if param_shapes else (a.get("weight") if isinstance(a.get("weight"), tuple) else None)
@@ -166,9 +163,9 @@ def _func_config(layer_type: str, func_name: str, toks: tuple, param_shapes: lis
                 cfg[k] = _plain(a[k])
         return cfg
     if layer_type == "permute":
-        dims = toks[1:] if len(toks) > 2 else a.get("dims")
+        dims = tuple(pos[1:]) if len(pos) > 2 else a.get("dims")
         if dims is not None:
-            cfg["dims"] = _plain(dims if not isinstance(dims, tuple) or len(toks) > 2 else dims)
+            cfg["dims"] = _plain(dims)
         return cfg
     if layer_type == "transpose":
         for k in ("dim0", "dim1"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .model_log import ModelLog
+    from .log.model_log import ModelLog
 
 _NONE_VALUES = (None, "none", "None", "NONE")
 

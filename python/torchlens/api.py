@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import _core
 from ._capture import run as _run
-from ._data import CaptureData, from_capture
+from ._data import F_PARENTS
 from ._options import MISSING, StreamingOptions, VisualizationOptions, merge_visualization, resolve_renamed
 from ._selection import resolve, selection_kind
-from .model_log import ModelLog
+from .log.build import build_log
+from .log.model_log import ModelLog
+from .validate import check_against_truth, ground_truth
 
 _FAIL_BANNER = "*" * 78
 
@@ -30,12 +32,6 @@ def _check_model(model: Any) -> nn.Module:
     if isinstance(model, torch.jit.ScriptModule):
         raise RuntimeError("torchlens cannot log TorchScript modules; pass the original Python module instead.")
     return model
-
-
-def _finalize(data: CaptureData, detect_loops: bool) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    fin = _core.finalize(*data.core_inputs(), detect_loops)
-    return fin, time.perf_counter() - t0
 
 
 def log_forward_pass(
@@ -112,54 +108,159 @@ def log_forward_pass(
     """
     t_start = time.perf_counter()
     model = _check_model(model)
-    detect = resolve_renamed("detect_loops", detect_loops, "detect_recurrent_patterns", detect_recurrent_patterns, True)
-    n_context = resolve_renamed("num_context_lines", num_context_lines, "source_context_lines", source_context_lines, 7)
-    distances = resolve_renamed(
-        "mark_input_output_distances",
-        mark_input_output_distances,
-        "compute_input_output_distances",
-        compute_input_output_distances,
-        False,
+    flat_vis = {
+        "vis_mode": vis_mode,
+        "vis_nesting_depth": vis_nesting_depth,
+        "vis_outpath": vis_outpath,
+        "vis_save_only": vis_save_only,
+        "vis_fileformat": vis_fileformat,
+        "vis_buffer_layers": vis_buffer_layers,
+        "vis_direction": vis_direction,
+        "vis_graph_overrides": vis_graph_overrides,
+        "vis_node_mode": vis_node_mode,
+        "vis_edge_overrides": vis_edge_overrides,
+        "vis_gradient_edge_overrides": vis_gradient_edge_overrides,
+        "vis_module_overrides": vis_module_overrides,
+        "vis_node_placement": vis_node_placement,
+        "vis_renderer": vis_renderer,
+        "vis_theme": vis_theme,
+    }
+    call = _CallOptions(
+        layers_to_save=layers_to_save,
+        output_device=output_device,
+        activation_postfunc=activation_postfunc,
+        save_raw_activation=bool(save_raw_activation),
+        detach_saved_tensors=bool(detach_saved_tensors),
+        save_function_args=bool(save_function_args),
+        save_source_context=bool(save_source_context),
+        save_rng_states=bool(save_rng_states),
+        random_seed=random.randint(1, 4294967294) if random_seed is None else random_seed,
+        detect_loops=bool(
+            resolve_renamed("detect_loops", detect_loops, "detect_recurrent_patterns", detect_recurrent_patterns, True)
+        ),
+        num_context_lines=int(
+            resolve_renamed("num_context_lines", num_context_lines, "source_context_lines", source_context_lines, 7)
+        ),
+        distances=bool(
+            resolve_renamed(
+                "mark_input_output_distances",
+                mark_input_output_distances,
+                "compute_input_output_distances",
+                compute_input_output_distances,
+                False,
+            )
+        ),
+        visualization=merge_visualization(visualization, flat_vis),
     )
-    flat_vis = {k: v for k, v in locals().items() if k.startswith("vis_")}
-    vis = merge_visualization(visualization, flat_vis)
-    if vis.mode not in ("none", "rolled", "unrolled"):
-        raise ValueError("Visualization option must be either 'none', 'rolled', or 'unrolled'.")
-    if output_device not in ("same", "cpu", "cuda"):
-        raise ValueError("output_device must be either 'same', 'cpu', or 'cuda'.")
-    if save_gradients_to is not MISSING and save_gradients_to is not None:
-        raise NotImplementedError("save_gradients_to (gradient streaming) is not available in this release yet.")
+    call.check(keep_unsaved_layers, save_gradients, gradients_to_save, save_gradients_to)
     stream_path, keep_in_memory = _resolve_streaming(
         streaming, save_activations_to, keep_activations_in_memory, activation_sink
     )
     if stream_path is not None and activation_postfunc is not None:
         raise NotImplementedError("Streaming with an activation_postfunc is not available in this release yet.")
-    if save_gradients or gradients_to_save is not MISSING:
-        raise NotImplementedError("Gradient capture is not available in this release yet.")
-    if not keep_unsaved_layers:
-        raise NotImplementedError("keep_unsaved_layers=False is not available in this release yet.")
-
-    if random_seed is None:
-        random_seed = random.randint(1, 4294967294)
     args, kwargs = _run.normalize_inputs(model, input_args, input_kwargs)
-    kind = selection_kind(layers_to_save)
-    save: Any = "all" if kind == "all" else None
-    extras = {
-        "save_args": bool(save_function_args),
-        "save_rng": bool(save_rng_states),
-        "postfunc": activation_postfunc,
-        "save_raw": bool(save_raw_activation),
-    }
     caller = _caller_site()
     sink = None
     if stream_path is not None:
-        from ._io import StreamSink
+        from .io import StreamSink
 
-        sink_info = {"random_seed": random_seed, "layers_to_save": layers_to_save, "detect_loops": bool(detect)}
+        sink_info = {
+            "random_seed": call.random_seed,
+            "layers_to_save": layers_to_save,
+            "detect_loops": call.detect_loops,
+        }
         sink = StreamSink(stream_path, keep_in_memory, type(model).__name__, sink_info)
+    cap = _capture(model, args, kwargs, call, sink if call.kind != "list" else None, sink, banner=True)
+    data = _run.from_capture(cap)
+    data.caller_site = caller
+    saved = dict(cap.session.saved)
+    log = build_log(
+        type(model).__name__,
+        data,
+        saved,
+        random_seed=call.random_seed,
+        layers_to_save=layers_to_save,
+        detect_loops=call.detect_loops,
+        time_forward=cap.time_forward,
+    )
+    _attach_outputs(log, cap, saved)
+    _set_options(log, cap, call, model)
+    if call.kind == "list":
+        _second_pass(log, model, args, kwargs, call, cap, sink)
+    _finish(log, call, sink, t_start)
+    if unwrap_when_done:
+        from ._capture.wrap import unwrap_torch
+
+        unwrap_torch()
+    return log
+
+
+@dataclass
+class _CallOptions:
+    """The resolved options of one `log_forward_pass` call (renamed and deprecated spellings merged)."""
+
+    layers_to_save: Any
+    output_device: str
+    activation_postfunc: Any
+    save_raw_activation: bool
+    detach_saved_tensors: bool
+    save_function_args: bool
+    save_source_context: bool
+    save_rng_states: bool
+    random_seed: int
+    detect_loops: bool
+    num_context_lines: int
+    distances: bool
+    visualization: VisualizationOptions
+    kind: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kind = selection_kind(self.layers_to_save)
+
+    def check(self, keep_unsaved_layers: bool, save_gradients: bool, gradients_to_save: Any, grads_to: Any) -> None:
+        if self.visualization.mode not in ("none", "rolled", "unrolled"):
+            raise ValueError("Visualization option must be either 'none', 'rolled', or 'unrolled'.")
+        if self.output_device not in ("same", "cpu", "cuda"):
+            raise ValueError("output_device must be either 'same', 'cpu', or 'cuda'.")
+        if grads_to is not MISSING and grads_to is not None:
+            raise NotImplementedError("save_gradients_to (gradient streaming) is not available in this release yet.")
+        if save_gradients or gradients_to_save is not MISSING:
+            raise NotImplementedError("Gradient capture is not available in this release yet.")
+        if not keep_unsaved_layers:
+            raise NotImplementedError("keep_unsaved_layers=False is not available in this release yet.")
+
+    def capture_extras(self) -> dict[str, Any]:
+        return {
+            "save_args": self.save_function_args,
+            "save_rng": self.save_rng_states,
+            "postfunc": self.activation_postfunc,
+            "save_raw": self.save_raw_activation,
+        }
+
+
+def _capture(
+    model: nn.Module,
+    args: list,
+    kwargs: dict,
+    call: _CallOptions,
+    stream_to: Any,
+    sink: Any,
+    save: Any = MISSING,
+    banner: bool = False,
+) -> _run.Capture:
+    """One captured forward pass; a failure aborts the streaming sink (and prints the 2.15 banner)."""
+    if save is MISSING:
+        save = "all" if call.kind == "all" else None
     try:
         cap = _run.run_capture(
-            model, args, kwargs, save, detach_saved_tensors, random_seed, extras, sink=sink if kind != "list" else None
+            model,
+            args,
+            kwargs,
+            save,
+            call.detach_saved_tensors,
+            call.random_seed,
+            call.capture_extras(),
+            sink=stream_to,
         )
     except _run.ReentrancyError:
         if sink is not None:
@@ -168,54 +269,42 @@ def log_forward_pass(
     except BaseException as e:
         if sink is not None:
             sink.abort(f"{type(e).__name__}: {e}")
-        print(f"{_FAIL_BANNER}\nFeature extraction failed; returning model and environment to normal\n{_FAIL_BANNER}")
-        raise
-    if save_function_args:
-        cap.session.prune_arg_versions()
-    data = from_capture(cap)
-    data.caller_site = caller
-    fin, t_core = _finalize(data, bool(detect))
-    saved = dict(cap.session.saved)
-    info = {
-        "random_seed": random_seed,
-        "time_forward": cap.time_forward,
-        "time_core": t_core,
-        "time_total": 0.0,
-        "layers_to_save": layers_to_save,
-        "detect_loops": bool(detect),
-    }
-    log = ModelLog(type(model).__name__, data, fin, saved, info)
-    _attach_outputs(log, cap, saved)
-    _set_options(log, cap, locals(), bool(distances), n_context)
-    if kind == "list":
-        positions = resolve(log, layers_to_save)
-        wanted = {log._node_id(p) for p in positions}
-        for p in range(len(log)):
-            if log._is_output(p):
-                wanted.add(log._record_index(p))
-        wanted_ids = frozenset(n for n in wanted if n < log._n_records)
-        try:
-            cap2 = _run.run_capture(
-                model, args, kwargs, wanted_ids, detach_saved_tensors, random_seed, extras, sink=sink
+        if banner:
+            print(
+                f"{_FAIL_BANNER}\nFeature extraction failed; returning model and environment to normal\n{_FAIL_BANNER}"
             )
-        except BaseException as e:
-            if sink is not None:
-                sink.abort(f"{type(e).__name__}: {e}")
-            raise
-        _check_same_graph(cap, cap2)
-        if save_function_args:
-            cap2.session.prune_arg_versions()
-        saved = dict(cap2.session.saved)
-        log._saved = saved
-        _attach_outputs(log, cap2, saved)
-        log._transformed = _transformed_with_outputs(cap2)
-        data.func_args, data.func_rng = cap2.session.func_args, cap2.session.func_rng
-    if output_device != "same":
+        raise
+    if call.save_function_args:
+        cap.session.prune_arg_versions()
+    return cap
+
+
+def _second_pass(
+    log: ModelLog, model: nn.Module, args: list, kwargs: dict, call: _CallOptions, cap: _run.Capture, sink: Any
+) -> None:
+    """Two-pass selection (spec §2.4): resolve the keys on the first log, then save only those entries."""
+    wanted = {log._node_id(p) for p in resolve(log, call.layers_to_save)}
+    wanted.update(log._record_index(p) for p in range(len(log)) if log._is_output(p))
+    wanted_ids = frozenset(n for n in wanted if n < log._n_records)
+    cap2 = _capture(model, args, kwargs, call, sink, sink, save=wanted_ids)
+    _check_same_graph(cap, cap2)
+    saved = dict(cap2.session.saved)
+    log._saved = saved
+    _attach_outputs(log, cap2, saved)
+    log._transformed = _transformed_with_outputs(cap2)
+    log._data.func_args, log._data.func_rng = cap2.session.func_args, cap2.session.func_rng
+
+
+def _finish(log: ModelLog, call: _CallOptions, sink: Any, t_start: float) -> None:
+    """Move saved values, commit the streamed bundle, render the requested graph."""
+    if call.output_device != "same":
+        saved = log._saved
         for k, v in saved.items():
-            saved[k] = v.to(output_device)
+            saved[k] = v.to(call.output_device)
     if sink is not None:
         sink.commit(log)
     log.time_total = time.perf_counter() - t_start
+    vis = call.visualization
     if vis.mode != "none":
         log.render_graph(
             vis.mode,
@@ -227,11 +316,6 @@ def log_forward_pass(
             vis.show_buffers,
             vis.direction,
         )
-    if unwrap_when_done:
-        from ._capture.wrap import unwrap_torch
-
-        unwrap_torch()
-    return log
 
 
 def _resolve_streaming(
@@ -284,23 +368,23 @@ def _transformed_with_outputs(cap: _run.Capture) -> dict[int, Any]:
     return tr
 
 
-def _set_options(log: ModelLog, cap: _run.Capture, opts: dict[str, Any], distances: bool, n_context: int) -> None:
+def _set_options(log: ModelLog, cap: _run.Capture, call: _CallOptions, model: nn.Module) -> None:
     """Record the capture options on the log (spec §2.5 config fields)."""
-    post = opts["activation_postfunc"]
+    post = call.activation_postfunc
     log.activation_postfunc = post
     log.activation_postfunc_repr = None if post is None else repr(post)
-    log.save_raw_activation = bool(opts["save_raw_activation"])
-    log.save_function_args = bool(opts["save_function_args"])
-    log.save_rng_states = bool(opts["save_rng_states"])
-    log.save_source_context = bool(opts["save_source_context"])
-    log.num_context_lines = int(n_context)
-    log.mark_input_output_distances = distances
-    log.detach_saved_tensors = bool(opts["detach_saved_tensors"])
-    log.output_device = opts["output_device"]
-    log.train_mode = bool(opts["model"].training)
+    log.save_raw_activation = call.save_raw_activation
+    log.save_function_args = call.save_function_args
+    log.save_rng_states = call.save_rng_states
+    log.save_source_context = call.save_source_context
+    log.num_context_lines = call.num_context_lines
+    log.mark_input_output_distances = call.distances
+    log.detach_saved_tensors = call.detach_saved_tensors
+    log.output_device = call.output_device
+    log.train_mode = bool(model.training)
     log._transformed = _transformed_with_outputs(cap)
     log._rng_before_forward = getattr(cap.session, "rng_before_forward", None)
-    log._source_model_ref = _weak(opts["model"])
+    log._source_model_ref = _weak(model)
 
 
 def _weak(model: Any) -> Any:
@@ -321,7 +405,7 @@ def _attach_outputs(log: ModelLog, cap: _run.Capture, saved: dict[int, torch.Ten
 
 def _check_same_graph(a: _run.Capture, b: _run.Capture) -> None:
     ra, rb = a.session.records, b.session.records
-    if len(ra) != len(rb) or any(x[:3] != y[:3] or x[7] != y[7] for x, y in zip(ra, rb, strict=True)):
+    if len(ra) != len(rb) or any(x[:3] != y[:3] or x[F_PARENTS] != y[F_PARENTS] for x, y in zip(ra, rb, strict=True)):
         raise ValueError(
             "The computational graph changed for this forward pass compared to the original call to "
             "log_forward_pass (either due to different inputs or a different random seed), so "
@@ -357,6 +441,7 @@ def show_model_graph(
     random_seed: int | None = None,
     detect_recurrent_patterns: bool = True,
     visualization: VisualizationOptions | None = None,
+    module: Any = None,
 ) -> None:
     """Log the model without saving activations and render its graph.
 
@@ -375,6 +460,7 @@ def show_model_graph(
         random_seed: Seed for the logged pass.
         detect_recurrent_patterns: Full loop detection.
         visualization: Options object; its explicitly set fields win over the flat arguments.
+        module: Focus the render on one module (address string, `"addr:k"` for one pass).
     """
     if visualization is not None:
         o = visualization
@@ -404,4 +490,36 @@ def show_model_graph(
         vis_fileformat,
         vis_buffer_layers,
         vis_direction,
+        module,
     )
+
+
+def validate_forward_pass(
+    model: nn.Module,
+    input_args: Any,
+    input_kwargs: dict | None = None,
+    random_seed: int | None = None,
+    verbose: bool = False,
+    validate_metadata: bool = True,
+) -> bool:
+    """Log `model` and check every saved activation by replaying the ops (spec §11.1).
+
+    Returns:
+        True when the outputs match a plain run, every op replays to its saved value and
+        perturbing any parent changes the op's result; False otherwise (reasons printed).
+    """
+    model = _check_model(model)
+    if random_seed is None:
+        random_seed = random.randint(1, 4294967294)
+    args, kwargs = _run.normalize_inputs(model, input_args, input_kwargs)
+    truth = ground_truth(model, args, kwargs, random_seed)
+    log = log_forward_pass(
+        model,
+        args,
+        kwargs,
+        layers_to_save="all",
+        save_function_args=True,
+        save_rng_states=True,
+        random_seed=random_seed,
+    )
+    return check_against_truth(log, truth, verbose, validate_metadata)

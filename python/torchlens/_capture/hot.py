@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .._data import op_flags
 from .strings import intern
 
 # The active session, or None. Read by every wrapper; written only by Session.activate/deactivate
@@ -19,24 +20,7 @@ _session: Any = None
 
 TAG = "_tl_id"
 
-FLAG_INPLACE = 1
-FLAG_RETURNS_NONE_SELF = 2
-FLAG_SELF_NOT_PARENT = 4  # x.new_zeros(...) only borrows dtype/device from x (spec §7.3)
-
-_INPLACE_EXTRA = frozenset({"__setitem__", "__delitem__"})
-_NONE_SELF = frozenset({"__setitem__", "__delitem__", "zero_"})
 _NEVER_LOG = frozenset({"numpy", "__array__", "size", "dim"})
-
-
-def flags_for(name: str) -> int:
-    flags = 0
-    if (name.endswith("_") and not name.endswith("__")) or name.startswith("__i") or name in _INPLACE_EXTRA:
-        flags |= FLAG_INPLACE
-    if name in _NONE_SELF:
-        flags |= FLAG_RETURNS_NONE_SELF
-    if name.startswith("new_"):
-        flags |= FLAG_SELF_NOT_PARENT
-    return flags
 
 
 def make_wrapper(orig: Any, name: str, layer_type: str) -> Any:
@@ -51,7 +35,7 @@ def make_wrapper(orig: Any, name: str, layer_type: str) -> Any:
 
     fid = intern(name)
     tid = intern(layer_type)
-    flags = flags_for(name)
+    flags = op_flags(name)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         s = _session

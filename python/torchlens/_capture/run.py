@@ -6,6 +6,7 @@ import gc
 import inspect
 import random
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,9 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._data import CaptureData, ModuleInfo, ParamInfo
 from . import hot, wrap
 from .modules import PreparedModel, model_device
 from .session import Session
+from .strings import STRINGS
 
 _lock = threading.Lock()
 _INPUT_DEPTH = 5
@@ -211,3 +214,78 @@ def run_capture(
         return _run_capture_once(
             model, args, kwargs, save, detach, random_seed, copy_all=True, extras=extras, sink=sink
         )
+
+
+def from_capture(cap: Capture) -> CaptureData:
+    """The plain-data snapshot of a finished capture (no live model objects except weak references)."""
+    s = cap.session
+    prep = cap.prepared
+    plan = prep.plan
+    modules: list[ModuleInfo] = []
+    if plan is not None:
+        # Per-module constants are cached on the plan; only the pass counts change per session.
+        statics = plan.__dict__.get("_module_statics")
+        if statics is None:
+            statics = [(plan.addresses[id(m)], type(m).__name__, plan.all_addresses[id(m)]) for m in plan.modules]
+            plan._module_statics = statics
+        for (addr, cls, aliases), n in zip(statics, prep.pass_counts, strict=True):
+            if n:
+                modules.append(ModuleInfo(addr, cls, n, list(aliases)))
+    params = _param_infos(plan, s.params)
+    return CaptureData(
+        strings=list(STRINGS),
+        records=s.records,
+        meta_ids=s.meta_ids,
+        metas=s.metas,
+        module_stacks=s.module_stacks,
+        module_exits=s.module_exits,
+        module_passes=prep.module_passes(),
+        outputs=s.outputs,
+        modules=modules,
+        params=params,
+        site_ids=s.site_ids,
+        sites=s.sites,
+        stack_sites=s.stack_sites,
+        stack_parent=s.stack_parent,
+        toks=s.toks,
+        func_times=s.op_times,
+        func_args=s.func_args,
+        func_rng=s.func_rng,
+        module_objects=_module_objects(plan, prep),
+    )
+
+
+def _module_objects(plan: Any, prep: Any) -> dict[str, Any]:
+    """Weak references to the modules that ran, by address (for docstrings and attributes)."""
+    out: dict[str, Any] = {}
+    if plan is None:
+        return out
+    for mod, n in zip(plan.modules, prep.pass_counts, strict=True):
+        if n:
+            out[plan.addresses[id(mod)]] = _module_snapshot(mod)
+    out["self"] = _module_snapshot(prep.model)
+    return out
+
+
+def _module_snapshot(mod: Any) -> tuple:
+    """(weak reference or None, training flag, class): what a ModuleLog reads about a live module."""
+    try:
+        ref = weakref.ref(mod)
+    except TypeError:
+        ref = None
+    return (ref, bool(mod.training), type(mod))
+
+
+def _param_infos(plan: Any, params: list[tuple[str, Any]]) -> list[ParamInfo]:
+    """ParamInfo per parameter, reused across sessions while the plan and the trainable flags hold."""
+    flags = tuple(bool(p.requires_grad) for _, p in params)
+    cached = plan.__dict__.get("_param_infos") if plan is not None else None
+    if cached is not None and cached[0] == flags:
+        return cached[1]
+    infos = [
+        ParamInfo(addr, tuple(p.shape), p.dtype, p.numel(), p.numel() * p.element_size(), flag, weakref.ref(p))
+        for (addr, p), flag in zip(params, flags, strict=True)
+    ]
+    if plan is not None:
+        plan._param_infos = (flags, infos)
+    return infos

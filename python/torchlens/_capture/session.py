@@ -7,20 +7,29 @@ import sys
 import warnings
 import weakref
 from array import array
-from time import perf_counter as _perf
 from typing import Any
 
 from torch import Tensor
 from torch.nn import Parameter
 
+from .._data import (
+    F_FUNC,
+    F_KIND,
+    F_LAYER_TYPE,
+    KIND_BUFFER,
+    KIND_INPUT,
+    KIND_OP,
+    NO_STR,
+    NO_TOKENS,
+    OUT_SINGLE,
+    GeneratorSnapshot,
+    ParentRef,
+)
 from . import hot
+from .classify import make_call
 from .strings import intern
 
 TAG = hot.TAG
-# Must match torchlens._core.RECORD_FIELDS / RECORD_VERSION (checked by tests/test_core_boundary.py).
-RECORD_FIELDS = ("kind", "func", "layer_type", "arg_hash", "out_index", "module_stack", "params", "parents", "role")
-RECORD_VERSION = 1
-NO_STR = 0xFFFFFFFF
 _MASK = (1 << 64) - 1
 _SCALARS = (int, float, bool, str, type(None), complex)
 _FUNC_NONE = intern("none")
@@ -57,19 +66,6 @@ def _classify(co: Any) -> int:
     _code_class[id(co)] = c
     _code_keep.append(co)
     return c
-
-
-class ParentRef:
-    """A captured argument that was a logged tensor: the producing node and its value at call time."""
-
-    __slots__ = ("nid", "value")
-
-    def __init__(self, nid: int, value: Any) -> None:
-        self.nid = nid
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"ParentRef({self.nid})"
 
 
 def _tok(a: Any, depth: int = 0) -> Any:
@@ -156,65 +152,17 @@ class Session:
         self.sink: Any = None
 
     # ------------------------------------------------------------------ hot path
-    def call(self, orig: Any, fid: int, tid: int, flags: int, args: tuple, kwargs: dict) -> Any:
-        if self.pending_buffers:
-            # A buffer's node must hold its value from before the op that first uses it.
-            self._log_buffers_in(args)
-            if kwargs:
-                self._log_buffers_in(kwargs.values())
-        if flags & 1 and self.by_root and args and isinstance(args[0], Tensor):
-            self.protect(args[0])
-        n0 = self.ncalls + 1
-        self.ncalls = n0
-        t0 = _perf()
-        out = orig(*args, **kwargs)
-        self._dt = _perf() - t0
-        bottom = self.ncalls == n0
-        to = _type(out)
-        if flags & 4 and to is Tensor:
-            if bottom or _getattr(out, TAG, None) is None:
-                self._log(out, fid, tid, -1, args[1:], kwargs, False)
-            return out
-        if to is Tensor:
-            if args and out is args[0]:
-                if flags & 1:
-                    if bottom:
-                        self._log(out, fid, tid, -1, args, kwargs, True)
-                    return out
-                if not bottom:
-                    return out
-                out = _raw_view_as(out, out)
-                self._log(out, fid, tid, -1, args, kwargs, True)
-                return out
-            if bottom or _getattr(out, TAG, None) is None:
-                self._log(out, fid, tid, -1, args, kwargs, False)
-            return out
-        if out is None:
-            if flags & 2 and args and isinstance(args[0], Tensor) and bottom:
-                self._log(args[0], fid, tid, -1, args, kwargs, True)
-            return out
-        if isinstance(out, tuple | list):
-            i = 0
-            for o in out:
-                if _type(o) is Tensor and (bottom or _getattr(o, TAG, None) is None):
-                    self._log(o, fid, tid, i, args, kwargs, False)
-                i += 1
-        elif isinstance(out, dict):
-            i = 0
-            for o in out.values():
-                if _type(o) is Tensor and (bottom or _getattr(o, TAG, None) is None):
-                    self._log(o, fid, tid, i, args, kwargs, False)
-                i += 1
-        return out
+    # Which tensors of a call become nodes: the rule shared with fastlog (classify.py).
+    call = make_call(TAG, timed=True)
 
-    def _log_buffers_in(self, items: Any) -> None:
+    def _buffers_in(self, items: Any) -> None:
         for a in items:
             if isinstance(a, Tensor):
                 tg = _getattr(a, TAG, None)
                 if tg is not None and tg < 0:
                     self._log_buffer(a, tg)
             elif _type(a) is list or _type(a) is tuple:
-                self._log_buffers_in(a)
+                self._buffers_in(a)
 
     def _scan(self, items: Any, parents: list[int], params: list[int]) -> None:
         for a in items:
@@ -238,7 +186,7 @@ class Session:
                         tg = self._log_buffer(a, tg)
                     parents.append(tg)
 
-    def _log(self, t: Tensor, fid: int, tid: int, out_index: int, args: tuple, kwargs: dict, same: bool) -> None:
+    def _log(self, t: Tensor, fid: int, tid: int, out_index: int, args: tuple, kwargs: dict, bottom: bool) -> None:
         parents: list[int] = []
         params: list[int] = []
         toks: list[Any] = []
@@ -264,8 +212,9 @@ class Session:
                 toks.append(_tok(a))
         if kwargs:
             self._scan(kwargs.values(), parents, params)
-            toks.append(tuple([(k, _tok(v)) for k, v in kwargs.items()]))
-        tk = tuple(toks)
+            tk = (tuple(toks), tuple([(k, _tok(v)) for k, v in kwargs.items()]))
+        else:
+            tk = (tuple(toks), ())
         self.toks.append(tk)
         self.op_times.append(self._dt)
         arg_hash = 0 if params else _hash(tk) & _MASK
@@ -305,8 +254,12 @@ class Session:
                 self.sites.append(chain)
         self.site_ids.append(sid)
         nid = _len(self.records)
-        self.records.append((2, fid, tid, arg_hash, out_index, self.stack_id, tuple(params), tuple(parents), NO_STR))
+        self.records.append(
+            (KIND_OP, fid, tid, arg_hash, out_index, self.stack_id, tuple(params), tuple(parents), NO_STR)
+        )
         self._tag_and_meta(t, nid)
+
+    _log_inplace = _log  # `_log` reads the parents before tagging
 
     def _tag_and_meta(self, t: Tensor, nid: int) -> None:
         if _getattr(t, TAG, None) is None:
@@ -382,7 +335,7 @@ class Session:
         nid = _len(self.records)
         # The role is hashed in so that two inputs never merge into one multi-pass layer (a 2.15 quirk).
         h = _hash((tuple(t.shape), str(t.dtype), role)) & _MASK
-        self.records.append((0, _FUNC_NONE, _TYPE_INPUT, h, -1, 0, (), (), intern(role)))
+        self.records.append((KIND_INPUT, _FUNC_NONE, _TYPE_INPUT, h, OUT_SINGLE, 0, (), (), intern(role)))
         self._source_extras()
         self._tag_and_meta(t, nid)
 
@@ -399,7 +352,9 @@ class Session:
         self.pending_buffers -= 1
         k = -tag - 1
         nid = _len(self.records)
-        self.records.append((1, _FUNC_NONE, _TYPE_BUFFER, 0, -1, self.stack_id, (), (), self.buffer_roles[k]))
+        self.records.append(
+            (KIND_BUFFER, _FUNC_NONE, _TYPE_BUFFER, 0, OUT_SINGLE, self.stack_id, (), (), self.buffer_roles[k])
+        )
         self.buffer_nid[k] = nid
         self._source_extras()
         if self.save_rng:
@@ -416,7 +371,7 @@ class Session:
         """Give a module output that is one of its inputs its own node (spec §7.4)."""
         alias = _raw_view_as(t, t)
         self._dt = 0.0
-        self._log(alias, _FUNC_IDENTITY, _TYPE_IDENTITY, -1, (t,), {}, False)
+        self._log(alias, _FUNC_IDENTITY, _TYPE_IDENTITY, OUT_SINGLE, (t,), {}, True)
         return alias
 
     def add_output(self, t: Tensor, role: str) -> None:
@@ -446,7 +401,7 @@ class Session:
         return tuple(chain)
 
     def _source_extras(self) -> None:
-        self.toks.append(())
+        self.toks.append(NO_TOKENS)
         self.op_times.append(0.0)
         self.site_ids.append(0)
 
@@ -466,7 +421,7 @@ class Session:
                 r.nid = self.buffer_nid.get(-r.nid - 1, -1)
         for nid in range(n_before, _len(records)):
             rec = records[nid]
-            if rec[0] == 2 and rec[1] == fid and nid not in self.func_args:
+            if rec[F_KIND] == KIND_OP and rec[F_FUNC] == fid and nid not in self.func_args:
                 self.func_args[nid] = cap
                 if rng is not None:
                     self.func_rng[nid] = rng
@@ -544,13 +499,13 @@ class Session:
 def _type_name(s: Session, nid: int) -> str:
     from .strings import STRINGS
 
-    return STRINGS[s.records[nid][2]]
+    return STRINGS[s.records[nid][F_LAYER_TYPE]]
 
 
 def _func_name(s: Session, nid: int) -> str:
     from .strings import STRINGS
 
-    return STRINGS[s.records[nid][1]]
+    return STRINGS[s.records[nid][F_FUNC]]
 
 
 def _rng_state() -> Any:
@@ -559,23 +514,6 @@ def _rng_state() -> Any:
     cpu = torch.get_rng_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
     return (cpu, cuda)
-
-
-class GeneratorSnapshot:
-    """A `torch.Generator` argument as it was before the call; `make()` gives a fresh equal generator."""
-
-    __slots__ = ("device", "state")
-
-    def __init__(self, g: Any) -> None:
-        self.device = g.device
-        self.state = g.get_state()
-
-    def make(self) -> Any:
-        import torch
-
-        g = torch.Generator(device=self.device)
-        g.set_state(self.state)
-        return g
 
 
 def _copy_arg(a: Any, refs: list, depth: int = 0) -> Any:

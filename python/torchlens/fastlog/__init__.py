@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from .._options import StreamingOptions
 from ._dry_run import RecordingTrace, dry_run
-from ._recording import Recorder, Recording, RecordingOptions, load, record, recover
+from ._recorder import Recorder, RecordingOptions, record
+from ._recording import Recording, load, recover
 from ._storage import cleanup_partial, read_blob
 from ._types import (
     ActivationRecord,

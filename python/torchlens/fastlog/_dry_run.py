@@ -11,7 +11,7 @@ from typing import Any
 from torch import nn
 
 from .._capture import hot, run, wrap
-from ._recording import RecordingOptions, _check_options, _input_tensors, _normalize, _reject_model
+from ._recorder import RecordingOptions, _check_options, _input_tensors, _normalize, _reject_model
 from ._session import Decider, FastSession
 from ._types import DROP, CaptureSpec, RecordContext
 

@@ -18,9 +18,11 @@ import torch
 from torch import Tensor
 
 from .._capture import hot
+from .._capture.classify import make_call
 from .._capture.modules import plan_for
-from .._capture.strings import STRINGS
+from .._capture.strings import STRINGS, intern
 from ._types import (
+    _RESOLVED,
     DROP,
     CaptureSpec,
     PredicateError,
@@ -157,7 +159,7 @@ class FastSession:
         self.label_of: list[str] = [""]  # creation order -> label, filled lazily
         self.label_parts: list[tuple[int, int]] = [(0, 0)]
         self.tagged: list[Any] = []
-        self.pending: dict[int, tuple[Tensor, str]] = {}
+        self.pending_buffers: dict[int, tuple[Tensor, str]] = {}
         self.frames: tuple[tuple[str, str, int, int], ...] = ()  # ModuleStackFrame fields, as plain tuples
         self.env = (pass_index, sample_id, include_sources, self)
         self.t0 = _perf()
@@ -175,7 +177,7 @@ class FastSession:
             except (KeyError, IndexError):
                 continue
             if isinstance(val, Tensor) and not isinstance(val, torch.nn.Parameter):
-                self.pending[id(val)] = (val, address)
+                self.pending_buffers[id(val)] = (val, address)
 
     # ------------------------------------------------------------------ labels of parents
     def parent_labels(self, args: tuple, kwargs: dict | None) -> tuple[str, ...]:
@@ -196,47 +198,8 @@ class FastSession:
                 self._collect(a, out, depth + 1)
 
     # ------------------------------------------------------------------ hot path
-    def call(self, orig: Any, fid: int, tid: int, flags: int, args: tuple, kwargs: dict) -> Any:
-        if self.pending:
-            self._buffers_in(args)
-            if kwargs:
-                self._buffers_in(kwargs.values())
-        if flags & 1 and self.by_root and args and isinstance(args[0], Tensor):
-            self.protect(args[0])
-        n0 = self.ncalls + 1
-        self.ncalls = n0
-        out = orig(*args, **kwargs)
-        bottom = self.ncalls == n0
-        to = _type(out)
-        if to is Tensor:
-            if flags & 4:
-                if bottom or _getattr(out, TAG, None) is None:
-                    self._op(out, fid, tid, None, args, kwargs, bottom)
-                return out
-            if args and out is args[0]:
-                if bottom:
-                    self._op(out, fid, tid, None, args, kwargs, bottom)
-                return out
-            if bottom or _getattr(out, TAG, None) is None:
-                self._op(out, fid, tid, None, args, kwargs, bottom)
-            return out
-        if out is None:
-            if flags & 2 and bottom and args and isinstance(args[0], Tensor):
-                self._op(args[0], fid, tid, None, args, kwargs, bottom)
-            return out
-        if to is tuple or to is list or isinstance(out, tuple | list):
-            i = 0
-            for o in out:
-                if _type(o) is Tensor and (bottom or _getattr(o, TAG, None) is None):
-                    self._op(o, fid, tid, i, args, kwargs, bottom)
-                i += 1
-        elif isinstance(out, dict):
-            i = 0
-            for o in out.values():
-                if _type(o) is Tensor and (bottom or _getattr(o, TAG, None) is None):
-                    self._op(o, fid, tid, i, args, kwargs, bottom)
-                i += 1
-        return out
+    # Which tensors of a call become events: the rule shared with log_forward_pass (classify.py).
+    call = make_call(TAG, timed=False)
 
     def _tag(self, t: Tensor, tid: int) -> int:
         c = self.creation = self.creation + 1
@@ -248,9 +211,7 @@ class FastSession:
         _setattr(t, TAG, c)
         return n
 
-    def _op(
-        self, t: Tensor, fid: int, tid: int, out_index: int | None, args: tuple, kwargs: dict, bottom: bool
-    ) -> None:
+    def _log(self, t: Tensor, fid: int, tid: int, out_index: int, args: tuple, kwargs: dict, bottom: bool) -> None:
         n = self._tag(t, tid)
         ei = self.event_index = self.event_index + 1
         oi = self.op_index = self.op_index + 1
@@ -264,7 +225,7 @@ class FastSession:
             STRINGS[fid],
             self.frames,
             t,
-            out_index,
+            out_index if out_index >= 0 else None,
             bottom,
             _perf() - self.t0,
             args,
@@ -273,6 +234,12 @@ class FastSession:
             None,
         )
         self._event(ev, t, self.keep_op, self.op_default, self.decider.true_op)
+
+    def _log_inplace(
+        self, t: Tensor, fid: int, tid: int, out_index: int, args: tuple, kwargs: dict, bottom: bool
+    ) -> None:
+        # Parent labels are read lazily from the argument tensors' tags; `t` is about to be re-tagged.
+        self._log(t, fid, tid, out_index, self.parent_labels(args, kwargs), _RESOLVED, bottom)
 
     def _event(self, ev: tuple, t: Tensor | None, pred: Any, default: CaptureSpec, true_spec: CaptureSpec) -> None:
         hist = self.hist
@@ -305,7 +272,7 @@ class FastSession:
     def _buffers_in(self, items: Any) -> None:
         for a in items:
             if isinstance(a, Tensor):
-                entry = self.pending.pop(id(a), None)
+                entry = self.pending_buffers.pop(id(a), None)
                 if entry is not None and entry[0] is a:
                     self._source_event("buffer", a, entry[1])
             elif _type(a) is list or _type(a) is tuple:
@@ -313,8 +280,6 @@ class FastSession:
 
     def _source_event(self, kind: str, t: Tensor, address: str) -> None:
         """An input or buffer tensor entering the pass (kept only with include_source_events)."""
-        from .._capture.strings import intern
-
         n = self._tag(t, intern(kind))
         ei = self.event_index = self.event_index + 1
         ev = (
@@ -446,7 +411,7 @@ class FastSession:
                 except AttributeError:
                     pass
         self.tagged.clear()
-        self.pending.clear()
+        self.pending_buffers.clear()
         self.by_root.clear()
         self.sink = None
         self.env = None

@@ -1,6 +1,7 @@
 """Fastlog directory bundles: streaming writer, load and recovery (spec §10.8).
 
-Payload files are safetensors files (8-byte little-endian header length, JSON header, raw bytes);
+Payload files are safetensors files, written and read by the Rust core's one safetensors module
+(the same as bundle blobs; see docs/bundle-format.md);
 `fastlog_index.jsonl` gets one JSON line per retained record, appended only after that record's
 blob is fully written, so an interrupted directory is readable up to its last complete line.
 The bytes are copied out of the tensor under the GIL; hashing and file I/O happen on a writer
@@ -13,15 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import shutil
-import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._errors import TorchLensIOError
+from .._native import core as _core
+from ..io._refs import dtype_name, tensor_bytes
 from ._types import BundleNotFinalizedError, RecoveryError
 
 BUNDLE_FORMAT = "fastlog-directory"
@@ -29,84 +31,9 @@ FORMAT_VERSION = 1
 INDEX = "fastlog_index.jsonl"
 PARTIAL = "PARTIAL"
 SHA_PLACEHOLDER = "@SHA256@"
-MAX_HEADER = 100 * 1024 * 1024
 
-_ST_DTYPES = {
-    torch.float64: "F64",
-    torch.float32: "F32",
-    torch.float16: "F16",
-    torch.bfloat16: "BF16",
-    torch.int64: "I64",
-    torch.int32: "I32",
-    torch.int16: "I16",
-    torch.int8: "I8",
-    torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
-_FROM_ST = {v: k for k, v in _ST_DTYPES.items()}
-
-
-def _native_writer() -> Any:
-    try:
-        from .. import _core
-
-        return getattr(_core, "FastlogWriter", None)
-    except ImportError:  # pragma: no cover
-        return None
-
-
-class _PyWriter:
-    """Fallback writer thread (used only when the Rust extension lacks `FastlogWriter`)."""
-
-    def __init__(self, root: str) -> None:
-        self.root = root
-        self.q: queue.Queue = queue.Queue()
-        self.error: BaseException | None = None
-        self.index = open(os.path.join(root, INDEX), "ab")  # noqa: SIM115
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self.q.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue
-            rel, header, chunks, line = item
-            try:
-                h = hashlib.sha256()
-                path = os.path.join(self.root, rel)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                hb = header.encode()
-                with open(path, "wb") as f:
-                    for part in (len(hb).to_bytes(8, "little"), hb, *chunks):
-                        h.update(part)
-                        f.write(part)
-                self.index.write(line.replace(SHA_PLACEHOLDER, h.hexdigest(), 1).encode() + b"\n")
-                self.index.flush()
-            except BaseException as e:  # noqa: BLE001
-                self.error = e
-
-    def write(self, rel: str, header: str, chunks: list, line: str) -> None:
-        if self.error is not None:
-            raise OSError(f"fastlog writer failed: {self.error}")
-        self.q.put((rel, header, [bytes(c) for c in chunks], line))
-
-    def finish(self) -> None:
-        self.q.put(None)
-        self.thread.join()
-        self.index.close()
-        if self.error is not None:
-            raise OSError(f"fastlog writer failed: {self.error}")
-
-
-def _tensor_bytes(t: torch.Tensor) -> Any:
-    t = t.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    t = t.contiguous().reshape(-1)
-    return t.view(torch.uint8).numpy()
+# Dtypes a payload file can hold: the Rust core's one table (torch names).
+_DTYPES = frozenset(_core.TENSOR_DTYPES)
 
 
 class DiskStore:
@@ -121,9 +48,7 @@ class DiskStore:
         self.tmp.mkdir()
         (self.tmp / PARTIAL).write_text("fastlog bundle in progress\n")
         (self.tmp / "blobs").mkdir()
-        native = _native_writer()
-        self.writer = native(str(self.tmp)) if native is not None else _PyWriter(str(self.tmp))
-        self.native = native is not None
+        self.writer = _core.FastlogWriter(str(self.tmp))
         self.n_blobs = 0
         self.closed = False
 
@@ -136,19 +61,18 @@ class DiskStore:
             self.n_blobs += 1
             blob_id = self.n_blobs
             rel = f"blobs/{blob_id:010d}.safetensors"
-            header: dict[str, Any] = {"__metadata__": {"format": "pt", "label": str(ctx_json.get("label"))}}
+            header_meta = [("format", "pt"), ("label", str(ctx_json.get("label")))]
+            tensors = []
             chunks = []
             off = 0
             for key, t in payloads:
-                st = _ST_DTYPES.get(t.dtype)
-                if st is None:
+                name = dtype_name(t.dtype)
+                if name not in _DTYPES:
                     raise TypeError(f"fastlog cannot write {t.dtype} tensors to disk")
-                b = _tensor_bytes(t)
-                header[key] = {"dtype": st, "shape": list(t.shape), "data_offsets": [off, off + b.nbytes]}
+                b = tensor_bytes(t)
+                tensors.append((key, name, list(t.shape)))
                 off += b.nbytes
                 chunks.append(b)
-            hs = json.dumps(header, separators=(",", ":"))
-            hs += " " * (-len(hs.encode()) % 8)
             main = payloads[0][1]
             meta = {
                 "blob_id": blob_id,
@@ -165,11 +89,11 @@ class DiskStore:
                 meta["transformed_activation_shape"] = list(tt.shape)
                 meta["transformed_activation_dtype"] = str(tt.dtype)
             line = json.dumps({"ctx": ctx_json, "spec": spec_json, "metadata": meta, "recorded_at": recorded_at})
-            self.writer.write(rel, hs, chunks, line)
+            self.writer.write(rel, tensors, header_meta, chunks, line)
             meta = dict(meta, sha256=None)  # the digest is computed by the writer thread, on disk only
         else:
             line = json.dumps({"ctx": ctx_json, "spec": spec_json, "metadata": meta, "recorded_at": recorded_at})
-            self.writer.write("", "", [], line)
+            self.writer.write("", [], [], [], line)
         return meta
 
     def finalize(self, metadata: dict[str, Any], pass_index: dict, label_index: dict) -> Path:
@@ -185,7 +109,7 @@ class DiskStore:
             "n_records": metadata.get("n_records"),
             "n_blobs": self.n_blobs,
             "index": INDEX,
-            "writer": "rust" if self.native else "python",
+            "writer": "rust",
         }
         (d / "manifest.json").write_text(json.dumps(manifest, indent=1))
         (d / PARTIAL).unlink()
@@ -204,43 +128,15 @@ class DiskStore:
 
 # --------------------------------------------------------------------------- reading
 def read_blob(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Parse one safetensors payload file without executing anything from it."""
-    p = Path(path)
-    size = p.stat().st_size
-    with open(p, "rb") as f:
-        raw = f.read(8)
-        if len(raw) != 8:
-            raise ValueError(f"{p}: truncated safetensors header")
-        n = int.from_bytes(raw, "little")
-        if n > MAX_HEADER or 8 + n > size:
-            raise ValueError(f"{p}: invalid safetensors header length {n}")
-        header = json.loads(f.read(n))
-        data = f.read()
-    if not isinstance(header, dict):
-        raise ValueError(f"{p}: safetensors header is not an object")
+    """Parse one safetensors payload file (the core's reader) without executing anything from it."""
+    try:
+        _, tensors = _core.safetensors_read(str(path))
+    except TorchLensIOError as e:  # truncated, malformed or unsupported: fastlog's readers expect ValueError
+        raise ValueError(str(e)) from None
     out: dict[str, torch.Tensor] = {}
-    for key, ent in header.items():
-        if key == "__metadata__":
-            continue
-        if not isinstance(ent, dict):
-            raise ValueError(f"{p}: bad entry {key!r}")
-        dt = _FROM_ST.get(ent.get("dtype"))
-        shape = ent.get("shape")
-        offs = ent.get("data_offsets")
-        if dt is None or not isinstance(shape, list) or not isinstance(offs, list) or len(offs) != 2:
-            raise ValueError(f"{p}: bad entry {key!r}")
-        if not all(isinstance(s, int) and s >= 0 for s in shape):
-            raise ValueError(f"{p}: bad shape for {key!r}")
-        a, b = offs
-        numel = 1
-        for s in shape:
-            numel *= s
-        itemsize = torch.empty((), dtype=dt).element_size()
-        if not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b <= len(data)) or b - a != numel * itemsize:
-            raise ValueError(f"{p}: data offsets of {key!r} do not match its shape")
-        buf = bytearray(data[a:b])
-        t = torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.empty(0, dtype=torch.uint8)
-        out[key] = t.view(dt).reshape(shape)
+    for key, dtype, shape, data in tensors:
+        t = torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+        out[key] = t.view(getattr(torch, dtype)).reshape(shape)
     return out
 
 

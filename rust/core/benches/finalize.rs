@@ -1,4 +1,5 @@
-//! Criterion benches of the whole core pipeline on synthetic streams of 10k, 100k and 1M ops.
+//! Criterion benches of the whole core pipeline on synthetic streams of 10k, 100k and 1M ops
+//! (the shapes of `tests/scale.rs`, whose timings live here rather than in `cargo test`).
 //!
 //! Run with `cargo bench -p torchlens-core` (release profile).
 
@@ -26,6 +27,14 @@ fn bench_finalize(c: &mut Criterion) {
         let (_, batch) = &streams[0];
         group.bench_with_input(BenchmarkId::new("recurrent_reduced", n), batch, |b, batch| {
             b.iter(|| finalize(batch, &Options { detect_loops: false }).map(|f| f.len()));
+        });
+    }
+    // The scale tests' twin-branch shape: quadratic without the "already explored" guard.
+    for &n in &[10_000usize, 100_000] {
+        let batch = synthetic::twin_branches(n);
+        group.throughput(Throughput::Elements(2 * n as u64));
+        group.bench_with_input(BenchmarkId::new("twin_branches", 2 * n), &batch, |b, batch| {
+            b.iter(|| finalize(batch, &Options::default()).map(|f| f.len()));
         });
     }
     group.finish();

@@ -28,14 +28,13 @@
 
 pub mod bundle;
 pub mod error;
-pub mod fastlog_store;
 pub mod finalize;
 pub mod fingerprint;
 pub mod graph;
-mod iso;
 pub mod labels;
 pub mod loops;
 pub mod record;
+mod union_find;
 
 pub use error::{CoreError, Result};
 pub use finalize::{Finalized, Options, finalize};

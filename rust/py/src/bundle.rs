@@ -1,15 +1,15 @@
-//! Bindings of the bundle module: blob files, manifest checks, atomic commit and the streaming
-//! writer. Every file operation runs with the interpreter lock released.
+//! Bindings of the bundle module: blob files, validated manifest and metadata, recovery
+//! journal, atomic commit and the streaming writer. Every file operation runs with the interpreter lock released.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
-use torchlens_core::bundle::{blob, dir, manifest, writer};
+use torchlens_core::bundle::{blob, dir, journal, manifest, writer};
 
 use crate::errors::{CoreErrorWrapper, io_error};
+use crate::schema;
 
 type Meta = Vec<(String, String)>;
 
@@ -94,18 +94,42 @@ pub fn manifest_check(data: &[u8]) -> PyResult<String> {
     String::from_utf8(data.to_vec()).map_err(|_| io_error("invalid manifest: not UTF-8"))
 }
 
-/// Opens a bundle directory: `(manifest_text, metadata_bytes, extra_blob_files)`. Reads and
-/// verifies the manifest and `metadata.json`; blobs are only stat'ed.
+/// Opens a bundle for loading: `(manifest, metadata, extra_blob_files, notices)`. The manifest
+/// and `metadata.json` are read, checksummed and validated against their schemas; blobs are only
+/// stat'ed. `notices` are `(category, message)` pairs of the version policy for the caller to
+/// show as warnings.
 #[pyfunction]
-pub fn bundle_open(py: Python<'_>, path: PathBuf) -> PyResult<(String, Bound<'_, PyBytes>, Vec<String>)> {
-    let (text, meta, extra) = py
-        .detach(|| -> torchlens_core::Result<_> {
-            let opened = dir::open_bundle(&path)?;
-            let meta = dir::read_metadata(&path, &opened.manifest)?;
-            Ok((opened.manifest.value.to_string(), meta, opened.extra_files))
-        })
+#[allow(clippy::type_complexity)]
+pub fn bundle_load(
+    py: Python<'_>,
+    path: PathBuf,
+    torch_version: String,
+) -> PyResult<(
+    Bound<'_, PyAny>,
+    Bound<'_, PyAny>,
+    Vec<String>,
+    Vec<(&'static str, String)>,
+)> {
+    let loaded = py
+        .detach(|| dir::load_bundle(&path, &torch_version, env!("CARGO_PKG_VERSION")))
         .map_err(CoreErrorWrapper::from)?;
-    Ok((text, PyBytes::new(py, &meta), extra))
+    let notices = loaded.notices.iter().map(schema::notice).collect();
+    Ok((
+        schema::manifest(py, &loaded.manifest)?,
+        schema::metadata(py, &loaded.metadata)?,
+        loaded.extra_files,
+        notices,
+    ))
+}
+
+/// Reads the journal of an interrupted streamed capture: `{"model_name", "info", "capture"}`,
+/// validated like bundle metadata.
+#[pyfunction]
+pub fn journal_read(py: Python<'_>, path: PathBuf) -> PyResult<Bound<'_, PyAny>> {
+    let j = py
+        .detach(|| journal::read_journal(&path))
+        .map_err(CoreErrorWrapper::from)?;
+    schema::journal(py, &j)
 }
 
 /// Writes a small file durably; returns `(bytes, sha256)`.

@@ -1,7 +1,7 @@
 //! Mapping of core errors to Python exceptions, in one place.
 
 use pyo3::PyErr;
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use torchlens_core::CoreError;
 
 /// Wraps a [`CoreError`] so that `?` turns it into the right Python exception.
@@ -25,12 +25,8 @@ impl From<CoreErrorWrapper> for PyErr {
     }
 }
 
-pyo3::create_exception!(
-    torchlens,
-    TorchLensIOError,
-    PyRuntimeError,
-    "A portable bundle could not be written or read (missing, truncated, corrupted, unsupported or hostile)."
-);
+// Python owns the exception types (`torchlens/_errors.py`); the bindings only raise them.
+pyo3::import_exception!(torchlens._errors, TorchLensIOError);
 
 /// A `TorchLensIOError` with a message.
 pub fn io_error(msg: impl Into<String>) -> PyErr {

@@ -1,4 +1,5 @@
-//! Binding of the fastlog directory writer (`torchlens._core.FastlogWriter`).
+//! Binding of the fastlog directory writer (`torchlens._core.FastlogWriter`) and of the
+//! safetensors reader.
 //!
 //! `write` copies the payload bytes out of the caller's buffers while holding the interpreter
 //! lock, then queues the job with the lock released; hashing and file I/O run on the core's
@@ -9,7 +10,9 @@ use std::sync::Mutex;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use torchlens_core::fastlog_store::{FastlogJob, FastlogWriter};
+use pyo3::types::PyByteArray;
+use torchlens_core::bundle::fastlog_store::{FastlogJob, FastlogWriter};
+use torchlens_core::bundle::safetensors;
 
 use crate::errors::{CoreErrorWrapper, io_error};
 
@@ -34,13 +37,16 @@ impl PyFastlogWriter {
         })
     }
 
-    /// Queues one record: `relative_path` (empty for metadata only), the safetensors header,
-    /// the tensor byte buffers (C-contiguous) and the index line.
+    /// Queues one record: `relative_path` (empty for metadata only), `(name, dtype, shape)` of
+    /// each tensor, the header's string metadata, the tensor byte buffers (C-contiguous, in the
+    /// order of `tensors`) and the index line. The core encodes the safetensors header.
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         py: Python<'_>,
         relative_path: String,
-        header: String,
+        tensors: Vec<(String, String, Vec<u64>)>,
+        metadata: Vec<(String, String)>,
         chunks: Vec<PyBuffer<u8>>,
         index_line: String,
     ) -> PyResult<()> {
@@ -53,7 +59,8 @@ impl PyFastlogWriter {
         }
         let job = FastlogJob {
             relative_path,
-            header: header.into_bytes(),
+            tensors,
+            metadata,
             chunks: copies,
             index_line,
         };
@@ -81,4 +88,25 @@ impl PyFastlogWriter {
         })
         .map_err(|e| CoreErrorWrapper::from(e).into())
     }
+}
+
+/// Reads every tensor of a safetensors file (bundle blob or fastlog payload):
+/// `(metadata, [(name, dtype, shape, data)])` in offset order, `data` a fresh `bytearray`.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+pub fn safetensors_read(
+    py: Python<'_>,
+    path: PathBuf,
+) -> PyResult<(
+    Vec<(String, String)>,
+    Vec<(String, String, Vec<u64>, Bound<'_, PyByteArray>)>,
+)> {
+    let (meta, tensors) = py
+        .detach(|| safetensors::read_file(&path))
+        .map_err(CoreErrorWrapper::from)?;
+    let out = tensors
+        .into_iter()
+        .map(|(t, data)| (t.name, t.dtype, t.shape, PyByteArray::new(py, &data)))
+        .collect();
+    Ok((meta, out))
 }

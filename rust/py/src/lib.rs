@@ -8,6 +8,7 @@ mod bundle;
 mod convert;
 mod errors;
 mod fastlog;
+mod schema;
 
 #[pyo3::pymodule]
 mod _core {
@@ -21,12 +22,12 @@ mod _core {
 
     #[pymodule_export]
     use crate::bundle::{
-        PyStreamWriter, blob_read_into, blob_scan, blob_write, bundle_commit, bundle_open, manifest_check,
-        refuse_symlink, write_file,
+        PyStreamWriter, blob_read_into, blob_scan, blob_write, bundle_commit, bundle_load, journal_read,
+        manifest_check, refuse_symlink, write_file,
     };
 
     #[pymodule_export]
-    use crate::fastlog::PyFastlogWriter;
+    use crate::fastlog::{PyFastlogWriter, safetensors_read};
 
     #[pymodule_export]
     const RECORD_VERSION: u32 = torchlens_core::RECORD_VERSION;
@@ -36,7 +37,8 @@ mod _core {
         m.add("RECORD_FIELDS", PyTuple::new(m.py(), torchlens_core::RECORD_FIELDS)?)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("IO_FORMAT_VERSION", torchlens_core::bundle::IO_FORMAT_VERSION)?;
-        m.add("TorchLensIOError", m.py().get_type::<crate::errors::TorchLensIOError>())?;
+        let dtypes = torchlens_core::bundle::safetensors::DTYPES.iter().map(|d| d.torch);
+        m.add("TENSOR_DTYPES", PyTuple::new(m.py(), dtypes)?)?;
         m.add(
             "build_profile",
             if cfg!(debug_assertions) { "debug" } else { "release" },

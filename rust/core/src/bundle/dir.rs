@@ -5,8 +5,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::MAX_JSON_BYTES;
-use super::blob::WrittenBlob;
-use super::manifest::{METADATA_FILE, Manifest, parse_manifest};
+use super::blob::{WrittenBlob, scan_blob};
+use super::manifest::{METADATA_FILE, Manifest, Notice, parse_manifest, version_notices};
+use super::metadata::{Metadata, parse_metadata};
 use super::sha256_hex;
 use crate::error::{CoreError, Result};
 
@@ -153,6 +154,46 @@ pub fn read_metadata(dir: &Path, manifest: &Manifest) -> Result<Vec<u8>> {
         return Err(CoreError::bundle(format!("checksum mismatch for {}", path.display())));
     }
     Ok(data)
+}
+
+/// A bundle read for loading: manifest and metadata validated, nothing of the tensors read.
+#[derive(Debug)]
+pub struct LoadedBundle {
+    /// The validated manifest.
+    pub manifest: Manifest,
+    /// The validated metadata.
+    pub metadata: Metadata,
+    /// Unexpected files in `blobs/` (none of them a copy of a listed blob).
+    pub extra_files: Vec<String>,
+    /// What the version policy has to say (warnings for the caller to show).
+    pub notices: Vec<Notice>,
+}
+
+/// Opens a bundle for loading: [`open_bundle`], the version policy against the running
+/// versions, `metadata.json` (checksum and schema). An unexpected file in `blobs/` that is a
+/// copy of a listed blob is an error (a renamed blob would otherwise go unnoticed).
+pub fn load_bundle(dir: &Path, torch_version: &str, torchlens_version: &str) -> Result<LoadedBundle> {
+    let OpenedBundle { manifest, extra_files } = open_bundle(dir)?;
+    let notices = version_notices(&manifest, torch_version, torchlens_version)?;
+    if !extra_files.is_empty() {
+        let shas: std::collections::HashSet<&str> = manifest.tensors.iter().map(|t| t.sha256.as_str()).collect();
+        for name in &extra_files {
+            let p = dir.join("blobs").join(name);
+            let plain = fs::symlink_metadata(&p).is_ok_and(|m| m.is_file());
+            if plain && scan_blob(&p).is_ok_and(|(_, w)| shas.contains(w.sha256.as_str())) {
+                return Err(CoreError::bundle(format!(
+                    "unexpected file blobs/{name} duplicates a listed blob"
+                )));
+            }
+        }
+    }
+    let metadata = parse_metadata(&read_metadata(dir, &manifest)?, &manifest)?;
+    Ok(LoadedBundle {
+        manifest,
+        metadata,
+        extra_files,
+        notices,
+    })
 }
 
 /// Writes a small file durably (`.partial`, fsync, rename) and returns its size and checksum.

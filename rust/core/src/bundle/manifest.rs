@@ -1,9 +1,10 @@
 //! `manifest.json`: the authoritative index of a bundle. [`parse_manifest`] is the only reader;
-//! it checks the whole schema (types, ranges, paths, counts) before anything else is opened.
+//! it deserializes the typed schema (serde) and checks ranges, paths and counts before anything
+//! else is opened. [`version_notices`] is the compatibility policy of a loaded bundle.
 
-use serde_json::{Map, Value};
+use serde::Deserialize;
 
-use super::blob::{dtype_by_name, nbytes};
+use super::safetensors::{MAX_DIMS, dtype_by_name, nbytes};
 use super::{IO_FORMAT_VERSION, blob_relative_path};
 use crate::error::{CoreError, Result};
 
@@ -26,29 +27,41 @@ pub const KINDS: &[&str] = &[
 pub const METADATA_FILE: &str = "metadata.json";
 
 /// One validated tensor entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 pub struct TensorEntry {
     /// 1-based blob id.
     pub blob_id: u64,
     /// One of [`KINDS`].
     pub kind: String,
+    /// Label of the layer the tensor belongs to.
+    pub label: String,
     /// `blobs/<id>.safetensors`.
     pub relative_path: String,
     /// Torch dtype name.
     pub dtype: String,
     /// Shape.
     pub shape: Vec<u64>,
+    /// Device the tensor was on when saved (informative).
+    pub device_at_save: String,
     /// File size.
     pub bytes: u64,
     /// SHA-256 of the file.
     pub sha256: String,
+    backend: String,
+    layout: String,
 }
 
-/// A validated manifest: the JSON value plus the typed tensor entries.
+/// A validated manifest.
 #[derive(Clone, Debug)]
 pub struct Manifest {
-    /// The whole document.
-    pub value: Value,
+    /// Bundle layout version (<= [`IO_FORMAT_VERSION`]).
+    pub io_format_version: u64,
+    /// Version of torchlens that wrote the bundle.
+    pub torchlens_version: String,
+    /// Version of torch that wrote the bundle.
+    pub torch_version: String,
+    /// Number of layers of the saved log.
+    pub n_layers: u64,
     /// The tensor entries, in manifest order.
     pub tensors: Vec<TensorEntry>,
     /// Declared size of `metadata.json`.
@@ -57,39 +70,52 @@ pub struct Manifest {
     pub metadata_sha256: String,
 }
 
+#[derive(Deserialize)]
+struct MetadataRef {
+    relative_path: String,
+    bytes: u64,
+    sha256: String,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)] // unsupported entries are informative: their fields are type-checked only
+struct Unsupported {
+    label: String,
+    kind: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)] // the descriptive strings are type-checked only
+struct Document {
+    io_format_version: u64,
+    torchlens_version: String,
+    torch_version: String,
+    python_version: String,
+    platform: String,
+    created_at: String,
+    bundle_format: String,
+    n_layers: u64,
+    n_activation_blobs: u64,
+    n_gradient_blobs: u64,
+    n_auxiliary_blobs: u64,
+    metadata: MetadataRef,
+    tensors: Vec<TensorEntry>,
+    unsupported_tensors: Vec<Unsupported>,
+}
+
+/// Read first when the whole document does not parse, so that a bundle of a newer layout is
+/// reported as such rather than as a schema error.
+#[derive(Deserialize)]
+struct VersionProbe {
+    io_format_version: u64,
+}
+
 fn bad(msg: impl std::fmt::Display) -> CoreError {
     CoreError::bundle(format!("invalid manifest: {msg}"))
 }
 
-fn get<'a>(obj: &'a Map<String, Value>, key: &str, ctx: &str) -> Result<&'a Value> {
-    obj.get(key).ok_or_else(|| bad(format!("{ctx}missing key {key:?}")))
-}
-
-fn get_u64(obj: &Map<String, Value>, key: &str, ctx: &str) -> Result<u64> {
-    get(obj, key, ctx)?
-        .as_u64()
-        .ok_or_else(|| bad(format!("{ctx}{key:?} must be a non-negative int")))
-}
-
-fn get_str<'a>(obj: &'a Map<String, Value>, key: &str, ctx: &str) -> Result<&'a str> {
-    get(obj, key, ctx)?
-        .as_str()
-        .ok_or_else(|| bad(format!("{ctx}{key:?} must be a string")))
-}
-
-fn check_sha(s: &str, ctx: &str) -> Result<()> {
-    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        Ok(())
-    } else {
-        Err(bad(format!("{ctx}sha256 must be 64 lower-case hex digits")))
-    }
-}
-
-/// Parses and validates a manifest. Errors name the first problem found.
-pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not valid JSON ({e})")))?;
-    let obj = value.as_object().ok_or_else(|| bad("top level must be an object"))?;
-    let version = get_u64(obj, "io_format_version", "")?;
+fn check_version(version: u64) -> Result<()> {
     if version > IO_FORMAT_VERSION {
         return Err(CoreError::bundle(format!(
             "bundle io_format_version {version} is newer than this torchlens supports ({IO_FORMAT_VERSION}); upgrade torchlens"
@@ -98,129 +124,161 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest> {
     if version == 0 {
         return Err(bad("io_format_version must be >= 1"));
     }
-    for key in [
-        "torchlens_version",
-        "torch_version",
-        "python_version",
-        "platform",
-        "created_at",
-    ] {
-        get_str(obj, key, "")?;
+    Ok(())
+}
+
+/// Checks a lower-case hex SHA-256.
+pub(crate) fn check_sha(s: &str, ctx: &str) -> Result<()> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(())
+    } else {
+        Err(bad(format!("{ctx}sha256 must be 64 lower-case hex digits")))
     }
-    let fmt = get_str(obj, "bundle_format", "")?;
-    if fmt != "directory" {
-        return Err(bad(format!("unsupported bundle_format {fmt:?}")));
+}
+
+fn check_tensor(t: &TensorEntry, ctx: &str) -> Result<()> {
+    if t.blob_id == 0 || t.blob_id > 9_999_999_999 {
+        return Err(bad(format!("{ctx}blob_id {} out of range", t.blob_id)));
     }
-    get_u64(obj, "n_layers", "")?;
-    let n_act = get_u64(obj, "n_activation_blobs", "")?;
-    let n_grad = get_u64(obj, "n_gradient_blobs", "")?;
-    let n_aux = get_u64(obj, "n_auxiliary_blobs", "")?;
-    let meta = get(obj, "metadata", "")?
-        .as_object()
-        .ok_or_else(|| bad("\"metadata\" must be an object"))?;
-    let mpath = get_str(meta, "relative_path", "metadata: ")?;
-    if mpath != METADATA_FILE {
+    if !KINDS.contains(&t.kind.as_str()) {
+        return Err(bad(format!("{ctx}unknown kind {:?}", t.kind)));
+    }
+    let expect = blob_relative_path(t.blob_id);
+    if t.relative_path != expect {
         return Err(bad(format!(
-            "metadata: relative_path must be {METADATA_FILE:?}, got {mpath:?}"
+            "{ctx}relative_path {:?} must be {expect:?} (paths outside blobs/ are refused)",
+            t.relative_path
         )));
     }
-    let metadata_bytes = get_u64(meta, "bytes", "metadata: ")?;
-    let metadata_sha256 = get_str(meta, "sha256", "metadata: ")?.to_owned();
-    check_sha(&metadata_sha256, "metadata: ")?;
-    let tensors = get(obj, "tensors", "")?
-        .as_array()
-        .ok_or_else(|| bad("\"tensors\" must be a list"))?;
-    let mut entries = Vec::with_capacity(tensors.len());
+    if t.backend != "safetensors" {
+        return Err(bad(format!("{ctx}unsupported backend {:?}", t.backend)));
+    }
+    if t.layout != "strided" {
+        return Err(bad(format!("{ctx}unsupported layout {:?}", t.layout)));
+    }
+    if dtype_by_name(&t.dtype).is_none() {
+        return Err(bad(format!("{ctx}unsupported dtype {:?}", t.dtype)));
+    }
+    if t.shape.len() > MAX_DIMS {
+        return Err(bad(format!("{ctx}too many dimensions")));
+    }
+    let data = nbytes(&t.dtype, &t.shape).map_err(|e| bad(format!("{ctx}{e}")))?;
+    if t.bytes < data.saturating_add(8) {
+        return Err(bad(format!(
+            "{ctx}bytes {} too small for {} {:?}",
+            t.bytes, t.dtype, t.shape
+        )));
+    }
+    check_sha(&t.sha256, ctx)
+}
+
+/// Parses and validates a manifest. Errors name the first problem found.
+pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest> {
+    let doc: Document = match serde_json::from_slice(bytes) {
+        Ok(doc) => doc,
+        Err(e) => {
+            if let Ok(probe) = serde_json::from_slice::<VersionProbe>(bytes) {
+                check_version(probe.io_format_version)?;
+            }
+            return Err(bad(if e.is_syntax() || e.is_eof() {
+                format!("not valid JSON ({e})")
+            } else {
+                e.to_string()
+            }));
+        }
+    };
+    check_version(doc.io_format_version)?;
+    if doc.bundle_format != "directory" {
+        return Err(bad(format!("unsupported bundle_format {:?}", doc.bundle_format)));
+    }
+    if doc.metadata.relative_path != METADATA_FILE {
+        return Err(bad(format!(
+            "metadata: relative_path must be {METADATA_FILE:?}, got {:?}",
+            doc.metadata.relative_path
+        )));
+    }
+    check_sha(&doc.metadata.sha256, "metadata: ")?;
     let mut seen = std::collections::HashSet::new();
     let (mut c_act, mut c_grad, mut c_aux) = (0u64, 0u64, 0u64);
-    for (i, t) in tensors.iter().enumerate() {
+    for (i, t) in doc.tensors.iter().enumerate() {
         let ctx = format!("tensors[{i}]: ");
-        let t = t.as_object().ok_or_else(|| bad(format!("{ctx}must be an object")))?;
-        let blob_id = get_u64(t, "blob_id", &ctx)?;
-        if blob_id == 0 || blob_id > 9_999_999_999 {
-            return Err(bad(format!("{ctx}blob_id {blob_id} out of range")));
+        if !seen.insert(t.blob_id) {
+            return Err(bad(format!("{ctx}duplicate blob_id {}", t.blob_id)));
         }
-        if !seen.insert(blob_id) {
-            return Err(bad(format!("{ctx}duplicate blob_id {blob_id}")));
-        }
-        let kind = get_str(t, "kind", &ctx)?;
-        if !KINDS.contains(&kind) {
-            return Err(bad(format!("{ctx}unknown kind {kind:?}")));
-        }
-        match kind {
+        check_tensor(t, &ctx)?;
+        match t.kind.as_str() {
             "activation" | "transformed_activation" => c_act += 1,
             "gradient" | "transformed_gradient" => c_grad += 1,
             _ => c_aux += 1,
         }
-        get_str(t, "label", &ctx)?;
-        let rel = get_str(t, "relative_path", &ctx)?;
-        if rel != blob_relative_path(blob_id) {
-            return Err(bad(format!(
-                "{ctx}relative_path {rel:?} must be {:?} (paths outside blobs/ are refused)",
-                blob_relative_path(blob_id)
-            )));
-        }
-        let backend = get_str(t, "backend", &ctx)?;
-        if backend != "safetensors" {
-            return Err(bad(format!("{ctx}unsupported backend {backend:?}")));
-        }
-        let layout = get_str(t, "layout", &ctx)?;
-        if layout != "strided" {
-            return Err(bad(format!("{ctx}unsupported layout {layout:?}")));
-        }
-        get_str(t, "device_at_save", &ctx)?;
-        let dtype = get_str(t, "dtype", &ctx)?;
-        if dtype_by_name(dtype).is_none() {
-            return Err(bad(format!("{ctx}unsupported dtype {dtype:?}")));
-        }
-        let shape = get(t, "shape", &ctx)?
-            .as_array()
-            .ok_or_else(|| bad(format!("{ctx}shape must be a list")))?
-            .iter()
-            .map(|d| {
-                d.as_u64()
-                    .ok_or_else(|| bad(format!("{ctx}shape entries must be non-negative ints")))
-            })
-            .collect::<Result<Vec<u64>>>()?;
-        if shape.len() > 64 {
-            return Err(bad(format!("{ctx}too many dimensions")));
-        }
-        let data = nbytes(dtype, &shape).map_err(|e| bad(format!("{ctx}{e}")))?;
-        let bytes = get_u64(t, "bytes", &ctx)?;
-        if bytes < data + 8 {
-            return Err(bad(format!("{ctx}bytes {bytes} too small for {dtype} {shape:?}")));
-        }
-        let sha = get_str(t, "sha256", &ctx)?;
-        check_sha(sha, &ctx)?;
-        entries.push(TensorEntry {
-            blob_id,
-            kind: kind.to_owned(),
-            relative_path: rel.to_owned(),
-            dtype: dtype.to_owned(),
-            shape,
-            bytes,
-            sha256: sha.to_owned(),
-        });
     }
+    let (n_act, n_grad, n_aux) = (doc.n_activation_blobs, doc.n_gradient_blobs, doc.n_auxiliary_blobs);
     if (c_act, c_grad, c_aux) != (n_act, n_grad, n_aux) {
         return Err(bad(format!(
             "blob counts (activation {n_act}, gradient {n_grad}, auxiliary {n_aux}) do not match the tensor list ({c_act}, {c_grad}, {c_aux})"
         )));
     }
-    let unsupported = get(obj, "unsupported_tensors", "")?
-        .as_array()
-        .ok_or_else(|| bad("\"unsupported_tensors\" must be a list"))?;
-    for (i, u) in unsupported.iter().enumerate() {
-        let ctx = format!("unsupported_tensors[{i}]: ");
-        let u = u.as_object().ok_or_else(|| bad(format!("{ctx}must be an object")))?;
-        for key in ["label", "kind", "reason"] {
-            get_str(u, key, &ctx)?;
+    Ok(Manifest {
+        io_format_version: doc.io_format_version,
+        torchlens_version: doc.torchlens_version,
+        torch_version: doc.torch_version,
+        n_layers: doc.n_layers,
+        tensors: doc.tensors,
+        metadata_bytes: doc.metadata.bytes,
+        metadata_sha256: doc.metadata.sha256,
+    })
+}
+
+/// Something a loader should tell the user about a bundle it can read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// Worth a `UserWarning`.
+    Warning(String),
+    /// Worth a `DeprecationWarning`.
+    Deprecation(String),
+}
+
+/// Leading numeric components of a version (`"2.15.0+cu132"` -> `[2, 15]` for `n = 2`), or
+/// None when one of them is not a number.
+fn numeric(version: &str, n: usize) -> Option<Vec<u64>> {
+    let core = version.split('+').next().unwrap_or_default();
+    core.split('.').take(n).map(|x| x.trim().parse().ok()).collect()
+}
+
+/// The version policy of a bundle: another torch major version is an error, another minor
+/// version, a newer torchlens and an older layout are notices.
+pub fn version_notices(m: &Manifest, torch_now: &str, torchlens_now: &str) -> Result<Vec<Notice>> {
+    let mut notes = Vec::new();
+    let theirs = &m.torch_version;
+    if theirs != torch_now {
+        let (Some(ta), Some(oa)) = (numeric(theirs, 2), numeric(torch_now, 2)) else {
+            return Err(CoreError::bundle(format!(
+                "bundle was written with torch {theirs:?}, which cannot be compared with torch {torch_now}"
+            )));
+        };
+        if ta.first() != oa.first() {
+            return Err(CoreError::bundle(format!(
+                "bundle was written with torch {theirs}; torch {torch_now} has another major version"
+            )));
+        }
+        if ta.get(1..) != oa.get(1..) {
+            notes.push(Notice::Warning(format!(
+                "bundle was written with torch {theirs}, loading with torch {torch_now}"
+            )));
         }
     }
-    Ok(Manifest {
-        value,
-        tensors: entries,
-        metadata_bytes,
-        metadata_sha256,
-    })
+    let tl = &m.torchlens_version;
+    let newer = match (numeric(tl, 3), numeric(torchlens_now, 3)) {
+        (Some(a), Some(b)) => a > b,
+        _ => tl != torchlens_now,
+    };
+    if newer {
+        notes.push(Notice::Warning(format!(
+            "bundle was written by a newer torchlens ({tl})"
+        )));
+    }
+    if m.io_format_version < IO_FORMAT_VERSION {
+        notes.push(Notice::Deprecation("bundle uses an older io format version".into()));
+    }
+    Ok(notes)
 }

@@ -1,14 +1,22 @@
 //! Portable bundles (spec §9, our io format 1): one safetensors file per tensor, a JSON
 //! metadata file and a JSON manifest written last. Nothing here executes stored content.
 //!
+//! * [`safetensors`]: the one safetensors reader/writer and dtype table (bundles and fastlog).
 //! * [`blob`]: the single-tensor safetensors files (`blobs/<10-digit id>.safetensors`).
 //! * [`manifest`]: schema validation of `manifest.json` (the fuzzed reader).
+//! * [`metadata`]: schema validation of `metadata.json` (the capture data of a log).
+//! * [`journal`]: the journal of a streamed capture, read back by recovery.
 //! * [`dir`]: directory checks (symlinks, missing/extra blobs), atomic commit, recovery scan.
 //! * [`writer`]: the background writer thread that streams blobs while the forward runs.
+//! * [`fastlog_store`]: the streaming writer of fastlog directories (spec §10.8).
 
 pub mod blob;
 pub mod dir;
+pub mod fastlog_store;
+pub mod journal;
 pub mod manifest;
+pub mod metadata;
+pub mod safetensors;
 pub mod writer;
 
 use sha2::{Digest, Sha256};

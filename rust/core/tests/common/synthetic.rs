@@ -4,8 +4,8 @@
 
 use torchlens_core::{CaptureBatch, NO_STR, NodeKind, OpRecord};
 
-const STRINGS: [&str; 12] = [
-    "none", "input", "linear", "__add__", "add", "__mul__", "mul", "relu", "fc", "input.x", "output", "sin",
+const STRINGS: [&str; 13] = [
+    "none", "input", "linear", "__add__", "add", "__mul__", "mul", "relu", "fc", "input.x", "output", "sin", "cat",
 ];
 const NONE: u32 = 0;
 const INPUT: u32 = 1;
@@ -19,6 +19,7 @@ const FC: u32 = 8;
 const ROLE_X: u32 = 9;
 const OUTPUT: u32 = 10;
 const SIN: u32 = 11;
+const CAT: u32 = 12;
 
 fn base(n_ops: usize) -> CaptureBatch {
     let mut b = CaptureBatch {
@@ -97,5 +98,24 @@ pub fn mlp(n_ops: usize) -> CaptureBatch {
             .push(op(LINEAR, LINEAR, 0, 0, vec![2 * i as u32, 2 * i as u32 + 1], x));
         b.records.push(op(RELU, RELU, 9, 0, vec![], x + 1));
     }
+    finish(b)
+}
+
+/// Two parameter-free branches of `n` ops with the same fingerprint sequence, joined by a cat:
+/// every fingerprint has two members (the case the "already explored" guard keeps linear).
+pub fn twin_branches(n: usize) -> CaptureBatch {
+    let mut b = base(2 * n + 1);
+    let mut ends = [0u32; 2];
+    for end in &mut ends {
+        let mut x = 0u32;
+        for i in 0..n {
+            b.records.push(op(SIN, SIN, i as u64, 0, vec![], x));
+            x = (b.records.len() - 1) as u32;
+        }
+        *end = x;
+    }
+    let mut cat = op(CAT, CAT, 0, 0, vec![], ends[0]);
+    cat.parents.push(ends[1]);
+    b.records.push(cat);
     finish(b)
 }

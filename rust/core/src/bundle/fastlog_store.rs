@@ -1,21 +1,20 @@
 //! Streaming writer of fastlog directories (spec §10.8).
 //!
 //! A [`FastlogWriter`] owns one background thread fed through a channel. Each [`FastlogJob`]
-//! carries the bytes of one safetensors payload (header + tensor chunks, copied by the caller)
-//! and one JSON line for `fastlog_index.jsonl`. The thread writes the payload file, hashes it
-//! (SHA-256), substitutes the digest for the [`SHA_PLACEHOLDER`] in the line and only then
-//! appends the line, flushed, to the index: every complete index line names a complete blob,
-//! so an interrupted directory is recoverable up to its last full line.
+//! carries the tensors of one safetensors payload (bytes copied by the caller; the header is
+//! encoded by [`super::safetensors`], the same code as bundle blobs) and one JSON line for
+//! `fastlog_index.jsonl`. The thread writes the payload file, hashes it (SHA-256), substitutes
+//! the digest for the [`SHA_PLACEHOLDER`] in the line and only then appends the line, flushed,
+//! to the index: every complete index line names a complete blob, so an interrupted directory
+//! is recoverable up to its last full line.
 
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use sha2::{Digest, Sha256};
-
+use super::safetensors::{self, nbytes};
 use crate::error::{CoreError, Result};
 
 /// Name of the append-only index inside a fastlog directory.
@@ -30,9 +29,11 @@ pub struct FastlogJob {
     /// Payload path relative to the directory (`blobs/0000000001.safetensors`); empty for a
     /// metadata-only record.
     pub relative_path: String,
-    /// The safetensors JSON header (already padded by the caller).
-    pub header: Vec<u8>,
-    /// Raw tensor bytes, written in order after the header.
+    /// `(name, torch dtype, shape)` of each tensor, laid out in this order.
+    pub tensors: Vec<(String, String, Vec<u64>)>,
+    /// String metadata of the header (`__metadata__`).
+    pub metadata: Vec<(String, String)>,
+    /// Raw bytes of each tensor, in the order of `tensors`.
     pub chunks: Vec<Vec<u8>>,
     /// The JSON object for the index, without a trailing newline.
     pub index_line: String,
@@ -47,19 +48,40 @@ fn checked_relative(path: &str) -> Result<PathBuf> {
     Ok(p.to_path_buf())
 }
 
-fn hex(digest: &[u8]) -> String {
-    let mut s = String::with_capacity(digest.len() * 2);
-    for b in digest {
-        let _ = write!(s, "{b:02x}");
+impl FastlogJob {
+    /// Checks the path and that every chunk matches its tensor, then encodes the header.
+    fn header(&self) -> Result<Vec<u8>> {
+        checked_relative(&self.relative_path)?;
+        if self.tensors.len() != self.chunks.len() {
+            return Err(CoreError::Bundle(format!(
+                "fastlog payload has {} tensors and {} buffers",
+                self.tensors.len(),
+                self.chunks.len()
+            )));
+        }
+        for ((name, dtype, shape), chunk) in self.tensors.iter().zip(&self.chunks) {
+            let need = nbytes(dtype, shape)?;
+            if chunk.len() as u64 != need {
+                return Err(CoreError::Bundle(format!(
+                    "fastlog tensor {name:?} has {} bytes, dtype {dtype} and shape {shape:?} need {need}",
+                    chunk.len()
+                )));
+            }
+        }
+        let specs: Vec<(&str, &str, &[u64])> = self
+            .tensors
+            .iter()
+            .map(|(n, d, s)| (n.as_str(), d.as_str(), s.as_slice()))
+            .collect();
+        safetensors::encode_header(&specs, &self.metadata)
     }
-    s
 }
 
 fn io_err(ctx: &str, path: &Path, err: &std::io::Error) -> CoreError {
     CoreError::Bundle(format!("fastlog {ctx} {}: {err}", path.display()))
 }
 
-/// Writes one job; returns the hex digest of the payload file (empty when there is none).
+/// Writes one job: its payload file (if any), then its index line.
 fn write_job(root: &Path, index: &mut File, job: &FastlogJob) -> Result<()> {
     let mut line = job.index_line.clone();
     if !job.relative_path.is_empty() {
@@ -68,19 +90,9 @@ fn write_job(root: &Path, index: &mut File, job: &FastlogJob) -> Result<()> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_err("cannot create", parent, &e))?;
         }
-        let file = File::create(&path).map_err(|e| io_err("cannot create", &path, &e))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        let mut hasher = Sha256::new();
-        let len = (job.header.len() as u64).to_le_bytes();
-        for part in std::iter::once(&len[..])
-            .chain(std::iter::once(job.header.as_slice()))
-            .chain(job.chunks.iter().map(Vec::as_slice))
-        {
-            hasher.update(part);
-            out.write_all(part).map_err(|e| io_err("cannot write", &path, &e))?;
-        }
-        out.flush().map_err(|e| io_err("cannot write", &path, &e))?;
-        line = line.replacen(SHA_PLACEHOLDER, &hex(&hasher.finalize()), 1);
+        let header = job.header()?;
+        let written = safetensors::write_file(&path, &header, job.chunks.iter().map(Vec::as_slice))?;
+        line = line.replacen(SHA_PLACEHOLDER, &written.sha256, 1);
     }
     line.push('\n');
     index
@@ -136,10 +148,11 @@ impl FastlogWriter {
         })
     }
 
-    /// Queues one job (blocking while the queue is full). Fails if the writer already stopped (after an I/O error or `finish`).
+    /// Queues one job (blocking while the queue is full). Fails at once on a bad path, dtype or
+    /// buffer size, and if the writer already stopped (after an I/O error or `finish`).
     pub fn submit(&self, job: FastlogJob) -> Result<()> {
         if !job.relative_path.is_empty() {
-            checked_relative(&job.relative_path)?;
+            job.header()?;
         }
         match &self.tx {
             Some(tx) => tx
@@ -170,6 +183,8 @@ impl Drop for FastlogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::hex;
+    use sha2::{Digest, Sha256};
 
     fn tmpdir(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("tl_fastlog_{name}_{}", std::process::id()));
@@ -184,7 +199,8 @@ mod tests {
         let mut w = FastlogWriter::new(&d, 4).unwrap();
         w.submit(FastlogJob {
             relative_path: "blobs/0000000001.safetensors".into(),
-            header: b"{}      ".to_vec(),
+            tensors: vec![("data".into(), "int16".into(), vec![2])],
+            metadata: vec![],
             chunks: vec![vec![1, 2, 3, 4]],
             index_line: format!("{{\"sha256\":\"{SHA_PLACEHOLDER}\"}}"),
         })
@@ -196,8 +212,9 @@ mod tests {
         .unwrap();
         assert_eq!(w.finish().unwrap(), 2);
         let blob = std::fs::read(d.join("blobs/0000000001.safetensors")).unwrap();
-        assert_eq!(&blob[..8], &8u64.to_le_bytes());
-        assert_eq!(blob.len(), 8 + 8 + 4);
+        let (_, tensors) = safetensors::read_file(&d.join("blobs/0000000001.safetensors")).unwrap();
+        assert_eq!(tensors[0].0.dtype, "int16");
+        assert_eq!(tensors[0].1, [1, 2, 3, 4]);
         let index = std::fs::read_to_string(d.join(INDEX_FILE)).unwrap();
         let expect = hex(&Sha256::digest(&blob));
         assert_eq!(index, format!("{{\"sha256\":\"{expect}\"}}\n{{}}\n"));

@@ -8,9 +8,10 @@ use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
 
+use super::layer_table::LayerTable;
 use crate::fingerprint::Fingerprints;
 use crate::graph::{Graph, NONE};
-use crate::loops::{LayerTable, UnionFind};
+use crate::union_find::UnionFind;
 
 const CHILD: u8 = 0;
 const PARENT: u8 = 1;
@@ -39,7 +40,7 @@ struct Bucket {
 }
 
 /// Scratch state reused across rounds (arrays indexed by position carry a round stamp).
-pub(crate) struct Rounds {
+pub(super) struct Rounds {
     round: u32,
     owned_in: Vec<u32>,
     sub_of: Vec<u32>,
@@ -61,7 +62,7 @@ pub(crate) struct Rounds {
 }
 
 impl Rounds {
-    pub(crate) fn new(n: usize) -> Self {
+    pub(super) fn new(n: usize) -> Self {
         Self {
             round: 0,
             owned_in: vec![0; n],
@@ -86,7 +87,7 @@ impl Rounds {
     /// in a layer. A round started from them would retrace that round's lock-step expansion
     /// and find no layer either; skipping it keeps two long identical parameter-free branches
     /// linear instead of quadratic (one full re-expansion per fingerprint along the branch).
-    pub(crate) fn already_explored(&self, members: &[u32], table: &LayerTable) -> bool {
+    pub(super) fn already_explored(&self, members: &[u32], table: &LayerTable) -> bool {
         let key = self.explored[members[0] as usize];
         key != NONE
             && self.explored_sizes[key as usize] as usize == members.len()
@@ -132,7 +133,7 @@ impl Rounds {
     }
 
     /// One round of §6.2 steps 2–4 for the members of one fingerprint.
-    pub(crate) fn run(&mut self, graph: &Graph, fp: &Fingerprints, members: &[u32], table: &mut LayerTable) {
+    pub(super) fn run(&mut self, graph: &Graph, fp: &Fingerprints, members: &[u32], table: &mut LayerTable) {
         self.round += 1;
         self.group_nodes.clear();
         self.group_subs.clear();

@@ -1,4 +1,8 @@
-"""Benchmark models, built in code with random weights (nothing is downloaded)."""
+"""Benchmark models, built in code with random weights (nothing is downloaded).
+
+`MODELS` maps a name to (build, make_input) for benches/run.py and benches/fastlog_floor.py;
+OpChain and ModuleChain are benches/hotpath.py's per-op chains.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-class SimpleRecurrent(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(5, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(4):
-            x = self.fc(x)
-            x = x + 1
-            x = x * 2
-        return x
+from .readme import SimpleRecurrent
 
 
 class DeepRecurrence(nn.Module):
@@ -33,6 +26,33 @@ class DeepRecurrence(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for _ in range(self.steps):
             x = torch.tanh(self.fc(x))
+        return x
+
+
+class OpChain(nn.Module):
+    """`n` torch.relu calls: the cost of one wrapped torch function."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.n):
+            x = torch.relu(x)
+        return x
+
+
+class ModuleChain(nn.Module):
+    """`n` calls of one nn.ReLU: the cost of a module call around the op."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.n):
+            x = self.act(x)
         return x
 
 

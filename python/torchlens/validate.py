@@ -9,16 +9,23 @@ parent changes the replayed output (so parent attribution is real), (4) metadata
 
 from __future__ import annotations
 
-import copy
-import random
 import time
 import warnings
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
+from ._capture import hot
+from ._capture.modules import model_device
+from ._capture.run import _clone_inputs, _walk_tensors, seed_everything
+from ._data import F_FUNC, F_OUT_INDEX, KIND_OP, ParentRef, map_captured, returns_none_self
 from ._errors import MetadataInvariantError
+from .log import modules, params, relations
+
+if TYPE_CHECKING:
+    from .log.model_log import ModelLog
 
 _SKIP_ALL = frozenset({"empty_like", "new", "new_empty", "empty", "new_empty_strided", "empty_strided"})
 _SKIP_PERTURB = frozenset(
@@ -30,32 +37,10 @@ _SKIP_PERTURB = frozenset(
     _pad_packed_sequence pack_padded_sequence to type cpu cuda float double half int long bool
     max_pool2d_with_indices argmax argmin topk sort argsort""".split()
 )
-_NONE_RESULT_FIRST_ARG = frozenset({"__setitem__", "zero_", "__delitem__"})
 
 
-def validate_forward_pass(
-    model: Any,
-    input_args: Any,
-    input_kwargs: dict | None = None,
-    random_seed: int | None = None,
-    verbose: bool = False,
-    validate_metadata: bool = True,
-) -> bool:
-    """Log `model` and check every saved activation by replaying the ops (spec §11.1).
-
-    Returns:
-        True when the outputs match a plain run, every op replays to its saved value and
-        perturbing any parent changes the op's result; False otherwise (reasons printed).
-    """
-    from ._capture import hot
-    from ._capture.modules import model_device
-    from ._capture.run import _clone_inputs, _walk_tensors, normalize_inputs, seed_everything
-    from .api import _check_model, log_forward_pass
-
-    model = _check_model(model)
-    if random_seed is None:
-        random_seed = random.randint(1, 4294967294)
-    args, kwargs = normalize_inputs(model, input_args, input_kwargs)
+def ground_truth(model: nn.Module, args: list, kwargs: dict, random_seed: int) -> dict[str, torch.Tensor]:
+    """Outputs of a plain run by output address, seeded as the logged run will be; state restored after."""
     device = model_device(model)
     gt_args = _clone_inputs(args, device)
     gt_kwargs = _clone_inputs(kwargs, device)
@@ -75,21 +60,19 @@ def validate_forward_pass(
     del out
     with torch.no_grad():
         model.load_state_dict(state)
-    log = log_forward_pass(
-        model,
-        args,
-        kwargs,
-        layers_to_save="all",
-        save_function_args=True,
-        save_rng_states=True,
-        random_seed=random_seed,
-    )
+    return truth_by_role
+
+
+def check_against_truth(
+    log: ModelLog, truth_by_role: dict[str, torch.Tensor], verbose: bool, validate_metadata: bool
+) -> bool:
+    """Validate a log captured with every activation and argument saved, then free it."""
     try:
         roles = [log[label].io_role for label in log.output_layers]
         if any(r not in truth_by_role for r in roles):
             return False
-        ground_truth = [truth_by_role[r] for r in roles]
-        return log.validate_forward_pass(ground_truth, verbose=verbose, validate_metadata=validate_metadata)
+        ground = [truth_by_role[r] for r in roles]
+        return log.validate_forward_pass(ground, verbose=verbose, validate_metadata=validate_metadata)
     finally:
         log.cleanup()
 
@@ -146,27 +129,21 @@ def _nonsense(t: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- replay
 
 
-def _substitute(obj: Any, values: dict[int, Any], depth: int = 0) -> Any:
-    from ._capture.session import GeneratorSnapshot, ParentRef
+def _copy(v: Any) -> Any:
+    return v.clone() if isinstance(v, torch.Tensor) else v
 
-    if isinstance(obj, ParentRef):
-        v = values[obj.nid]
-        return v.clone() if isinstance(v, torch.Tensor) else v
-    if isinstance(obj, GeneratorSnapshot):
-        return obj.make()
-    if isinstance(obj, torch.Tensor) and not isinstance(obj, torch.nn.Parameter):
-        return obj.clone()
-    if depth < 6:
-        if type(obj) is tuple or type(obj) is list:
-            return type(obj)(_substitute(o, values, depth + 1) for o in obj)
-        if type(obj) is dict:
-            return {k: _substitute(v, values, depth + 1) for k, v in obj.items()}
-    return obj
+
+def _copy_unless_param(v: Any) -> Any:
+    return v if isinstance(v, torch.nn.Parameter) else _copy(v)
+
+
+def _substitute(obj: Any, values: dict[int, Any]) -> Any:
+    """Arguments for a replay: parents' recorded values, and every tensor but a parameter, as copies
+    the replayed call may change."""
+    return map_captured(obj, lambda r: _copy(values[r.nid]), _copy_unless_param)
 
 
 def _refs(obj: Any, out: list, depth: int = 0) -> list:
-    from ._capture.session import ParentRef
-
     if isinstance(obj, ParentRef):
         out.append(obj)
     elif depth < 6:
@@ -180,8 +157,6 @@ def _refs(obj: Any, out: list, depth: int = 0) -> list:
 
 
 def _replay(log: Any, nid: int, fa: tuple, values: dict[int, Any]) -> Any:
-    from ._capture import hot
-
     orig, cargs, ckwargs = fa
     args = _substitute(cargs, values)
     kwargs = _substitute(ckwargs, values)
@@ -193,10 +168,10 @@ def _replay(log: Any, nid: int, fa: tuple, values: dict[int, Any]) -> Any:
                 torch.cuda.set_rng_state_all(st[1])
         out = orig(*args, **kwargs)
     rec = log._records[nid]
-    name = log._data.strings[rec[1]]
-    if out is None and name in _NONE_RESULT_FIRST_ARG and args:
+    name = log._data.strings[rec[F_FUNC]]
+    if out is None and returns_none_self(name) and args:
         return args[0]
-    idx = rec[4]
+    idx = rec[F_OUT_INDEX]
     if idx >= 0:
         if isinstance(out, dict):
             out = list(out.values())
@@ -265,10 +240,10 @@ def _check_node(log: Any, pos: int, verbose: bool) -> bool:
                 return False
         return True
     kind = log._kind(pos)
-    if kind != 2 or saved is None:
+    if kind != KIND_OP or saved is None:
         return True
     nid = log._node_ids[pos]
-    name = log._data.strings[log._records[nid][1]]
+    name = log._data.strings[log._records[nid][F_FUNC]]
     if name == "identity":
         # A module returned a tensor it received; a kernel the capture does not intercept (e.g.
         # `hardswish_` via torch._C._nn) may have changed it in place since, so there is nothing to replay.
@@ -356,8 +331,6 @@ def _excused(name: str, out: torch.Tensor, parent: torch.Tensor, others: list, f
         for w in others:
             if w.numel() and (bool((w == 0).all()) or bool((w == 1).all())):
                 return True
-        from ._capture.session import ParentRef
-
         for a in list(fa[1]) + list(fa[2].values()):
             if isinstance(a, torch.Tensor) and not isinstance(a, ParentRef) and a.numel():
                 if bool((a == 0).all()) or bool((a == 1).all()):
@@ -383,7 +356,7 @@ def check_metadata_invariants(log: Any) -> bool:
         _fail("A", "layer labels are not unique or do not match the number of layers")
     if log.num_tensors_total != n:
         _fail("A", "num_tensors_total differs from len(log)")
-    if log.num_operations != sum(1 for p in range(n) if log._kind(p) == 2 and not log._is_output(p)):
+    if log.num_operations != sum(1 for p in range(n) if log._is_op(p)):
         _fail("A", "num_operations differs from the number of op entries")
     # B: special-layer lists agree with per-entry flags.
     if log.input_layers != [e.layer_label for e in log if e.is_input_layer]:
@@ -411,12 +384,12 @@ def check_metadata_invariants(log: Any) -> bool:
             if log._col("labels_no_pass")[p] != lab or log._col("num_passes")[p] != len(nums):
                 _fail("G", f"pass {labels[p]} disagrees with its LayerLog {lab}")
     # H: module containment.
-    for lab, ps in log._module_pass_positions().items():
+    for lab, ps in modules.pass_positions(log).items():
         for p in ps:
             if lab not in log._containing_modules(p):
                 _fail("H", f"{labels[p]} listed in module pass {lab} but not contained in it")
     # J: parameter users exist.
-    for idx, users in log._param_users().items():
+    for idx, users in params.param_users(log).items():
         for u in users:
             if log._fin.lookup(u) is None:
                 _fail("J", f"parameter {log._data.params[idx].address} used by unknown layer {u}")
@@ -443,7 +416,7 @@ def check_metadata_invariants(log: Any) -> bool:
             if lo is not None and hi is not None and lo > hi:
                 _fail("O", f"min distance exceeds max distance for {e.layer_label}")
     # L/N: equivalence groups are symmetric; all passes of a layer share one fingerprint.
-    for fp, members in log._equivalents().items():
+    for fp, members in relations.equivalents(log).items():
         for lab in members:
             if fps[log._fin.lookup(lab)] != fp:
                 _fail("L", f"{lab} is listed in an equivalence group it does not belong to")
@@ -457,7 +430,7 @@ def check_metadata_invariants(log: Any) -> bool:
             _fail("I", f"module {m.address} has unknown call parent {m.call_parent}")
         for ps in m.passes.values():
             for c in ps.call_children:
-                if log._module_call_tree()[0].get(c) != ps.pass_label:
+                if modules.call_tree(log)[0].get(c) != ps.pass_label:
                     _fail("Q", f"module pass {c} is a call child of {ps.pass_label} but not the reverse")
     # R: lookup keys resolve back to their entry.
     for p in range(n):
@@ -465,7 +438,3 @@ def check_metadata_invariants(log: Any) -> bool:
             if log._fin.lookup(k) is None:
                 _fail("R", f"lookup key {k!r} of {labels[p]} does not resolve")
     return True
-
-
-def _unused() -> None:  # pragma: no cover - keeps `copy` imported for replays of custom objects
-    copy.copy(None)

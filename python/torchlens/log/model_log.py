@@ -1,4 +1,10 @@
-"""`ModelLog`: the user-facing result of `log_forward_pass`, a facade over the core's columns."""
+"""`ModelLog`: the user-facing result of `log_forward_pass` (construction, lookup, printing).
+
+A facade over the core's columns (see `columns.RecordView`); modules, parameters, relations and
+exports live in the modules named for them, and the methods here that the 2.15 API puts on the
+log but that belong to a higher layer (bundles, graphs, summary, validation) import it locally,
+marked `# facade`.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +14,34 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._format import compact_count, human_readable_size
-from ._model_extras import ModelLogExtras
-from .layer_log import LayerLog, LayerPassLog
+from .._format import compact_count, human_readable_size
+from . import export
+from .accessors import BufferAccessor, LayerAccessor, ModuleAccessor, ParamAccessor
+from .columns import RecordView
+from .layer_log import LayerLog
+from .layer_pass_log import BufferLog, LayerPassLog
+from .modules import hierarchy_lines, module_logs
+from .params import ParamLog, layers_with_params, used_params
+from .relations import equivalents
 
 if TYPE_CHECKING:
-    from ._data import CaptureData, ParamInfo
+    from .._data import CaptureData
 
 _SEED_LABEL = re.compile(r"^(input|output|buffer)_(\d+)_(\d+)$")
 
 
-class ModelLog(ModelLogExtras):
+class ModelLog(RecordView):
     """Log of one forward pass: every tensor computed, its metadata and (optionally) its value."""
 
     def __init__(
         self, model_name: str, data: CaptureData, fin: Any, saved: dict[int, torch.Tensor], info: dict
     ) -> None:
+        super().__init__(data, fin, saved)
         self.model_name = model_name
-        self._data = data
-        self._fin = fin
-        self._saved = saved
-        # Activations of a lazily loaded or streamed bundle not read yet: node id -> LazyActivationRef.
-        self._lazy: dict[int, Any] = {}
         self._loaded_from_bundle = False
         self._bundle_path: str | None = None
-        self._cols: dict[str, Any] = {}
         self._entries: dict[int, LayerPassLog] = {}
-        self._records = data.records
-        self._n_records = len(self._records)
-        self._node_ids: list[int] = fin.node_ids()
+        self._layer_logs: dict[str, LayerLog] | None = None
         self.random_seed_used: int = info["random_seed"]
         self.time_forward_pass: float = info["time_forward"]
         self.time_total: float = info["time_total"]
@@ -44,212 +49,51 @@ class ModelLog(ModelLogExtras):
         self.layers_to_save = info["layers_to_save"]
         self.detect_loops: bool = info["detect_loops"]
         self._pass_finished = True
-        self._layer_logs: dict[str, LayerLog] | None = None
+        # Capture options (spec §2.5); the api sets the ones a call chose.
+        self.activation_postfunc: Any = None
+        self.activation_postfunc_repr: str | None = None
+        self.save_raw_activation = True
+        self.save_function_args = False
+        self.save_rng_states = False
+        self.save_source_context = False
+        self.num_context_lines = 7
+        self.mark_input_output_distances = False
+        self.detach_saved_tensors = False
+        self.output_device = "same"
+        self.train_mode = False
+        self.save_gradients = False
+        self.has_gradients = False
+        self.logging_mode = "exhaustive"
+        self.io_format_version = 1
+        self.keep_unsaved_layers = True
+        self._rng_before_forward: Any = None
+        self._source_model_ref: Any = None
 
-    # ------------------------------------------------------------------ columns
-    def _col(self, name: str) -> Any:
-        c = self._cols.get(name)
-        if c is None:
-            c = self._cols[name] = getattr(self._fin, name)()
-        return c
+    def _entry(self, pos: int) -> LayerPassLog:
+        e = self._entries.get(pos)
+        if e is None:
+            e = self._entries[pos] = BufferLog(self, pos) if self._is_buffer(pos) else LayerPassLog(self, pos)
+        return e
 
-    def _node_id(self, pos: int) -> int:
-        return self._node_ids[pos]
-
-    def _record_index(self, pos: int) -> int:
-        """Index of the record behind a position (outputs map to their producer)."""
-        nid = self._node_ids[pos]
-        if nid >= self._n_records:
-            return self._data.outputs[nid - self._n_records][0]
-        return nid
-
-    def _is_output(self, pos: int) -> bool:
-        return self._node_ids[pos] >= self._n_records
-
-    def _kind(self, pos: int) -> int:
-        nid = self._node_ids[pos]
-        return 3 if nid >= self._n_records else self._records[nid][0]
-
-    def _last_output_pos(self) -> int:
-        for pos in range(len(self._node_ids) - 1, -1, -1):
-            if self._is_output(pos):
-                return pos
-        return -1
-
-    @property
-    def _cap_strings(self) -> list[str]:
-        return self._data.strings
-
-    def _layer_type(self, pos: int) -> str:
-        if self._is_output(pos):
-            return "output"
-        return self._cap_strings[self._records[self._node_ids[pos]][2]]
-
-    def _func_name(self, pos: int) -> str:
-        if self._is_output(pos):
-            return "none"
-        return self._cap_strings[self._records[self._node_ids[pos]][1]]
-
-    def _out_index(self, pos: int) -> int:
-        if self._is_output(pos):
-            return -1
-        return self._records[self._node_ids[pos]][4]
-
-    def _io_role(self, pos: int) -> str | None:
-        nid = self._node_ids[pos]
-        if nid >= self._n_records:
-            return self._cap_strings[self._data.outputs[nid - self._n_records][1]]
-        role = self._records[nid][8]
-        return None if role == 0xFFFFFFFF else self._cap_strings[role]
-
-    def _raw_label(self, pos: int) -> str:
-        nid = self._node_ids[pos]
-        return f"{self._layer_type(pos)}_{nid + 1}_raw"
-
-    def _meta(self, pos: int) -> tuple[tuple[int, ...], torch.dtype, str]:
-        d = self._data
-        return d.metas[d.meta_ids[self._record_index(pos)]]
-
-    def _shape(self, pos: int) -> tuple[int, ...]:
-        return self._meta(pos)[0]
-
-    def _dtype(self, pos: int) -> torch.dtype:
-        return self._meta(pos)[1]
-
-    def _memory(self, pos: int) -> int:
-        n = 1
-        for d in self._shape(pos):
-            n *= d
-        dt = self._dtype(pos)
-        size = torch.empty((), dtype=dt).element_size() if not dt.is_complex else 2 * torch.finfo(dt).bits // 8
-        return n * size
-
-    def _grad_fn_name(self, pos: int) -> str | None:
-        if self._is_output(pos):
-            return None
-        if self._kind(pos) in (0, 1):
-            return "none"
-        return self._meta(pos)[2]
-
-    def _activation(self, pos: int) -> torch.Tensor | None:
-        return self._saved.get(self._node_ids[pos])
-
-    def _has_saved(self, nid: int) -> bool:
-        return nid in self._saved or nid in self._lazy or nid in self._transformed
-
-    def _materialize(self, pos: int, map_location: Any = "cpu") -> torch.Tensor | None:
-        nid = self._node_ids[pos]
-        t = self._saved.get(nid)
-        if t is not None:
-            return t
-        ref = self._lazy.get(nid)
-        if ref is None:
-            return None
-        t = ref.materialize(map_location)
-        for other, r in list(self._lazy.items()):
-            if r is ref:
-                self._saved[other] = t
-                del self._lazy[other]
-        return t
+    def __iter__(self) -> Iterator[LayerPassLog]:
+        for pos in range(len(self._node_ids)):
+            yield self._entry(pos)
 
     # ------------------------------------------------------------------ bundles
     def save(self, path: Any, **kwargs: Any) -> None:
         """Write this log as a portable bundle (see `torchlens.save`)."""
-        from ._io import save
+        from ..io import save  # facade
 
         save(self, path, **kwargs)
 
     @staticmethod
     def load(path: Any, **kwargs: Any) -> ModelLog:
         """Load a portable bundle (see `torchlens.load`)."""
-        from ._io import load
+        from ..io import load  # facade
 
         return load(path, **kwargs)
 
-    def _params_of(self, pos: int) -> list[ParamInfo]:
-        if self._is_output(pos):
-            return []
-        params = self._data.params
-        seen: list[int] = []
-        for p in self._records[self._node_ids[pos]][6]:
-            if p not in seen:
-                seen.append(p)
-        return [params[p] for p in seen]
-
-    def _module_name(self, addr: str, k: int) -> str:
-        return f"{addr}:{k}"
-
-    def _containing_modules(self, pos: int) -> list[str]:
-        if self._is_output(pos):
-            return []
-        stack = self._data.module_stacks[self._records[self._node_ids[pos]][5]]
-        strings = self._cap_strings
-        return [f"{strings[a]}:{k}" for a, k in stack]
-
-    def _module_exits(self, pos: int) -> list[str]:
-        ex = self._exits_by_node
-        strings = self._cap_strings
-        return [f"{strings[a]}:{k}" for a, k in ex.get(self._node_ids[pos], ())]
-
-    @property
-    def _exits_by_node(self) -> dict[int, list[tuple[int, int]]]:
-        c = self._cols.get("_exits")
-        if c is None:
-            c = {}
-            for node, a, k in self._data.module_exits:
-                c.setdefault(node, []).append((a, k))
-            self._cols["_exits"] = c
-        return c
-
-    def _ancestors(self, pos: int, inputs: bool) -> list[str]:
-        key = "_anc_in" if inputs else "_anc_out"
-        table = self._cols.get(key)
-        if table is None:
-            table = self._flood(inputs)
-            self._cols[key] = table
-        labels = self._col("labels")
-        return [labels[p] for p in sorted(table[pos])]
-
-    def _flood(self, inputs: bool) -> list[frozenset[int]]:
-        n = len(self._node_ids)
-        parents = self._col("parents")
-        children = self._col("children")
-        result: list[frozenset[int]] = [frozenset()] * n
-        order = range(n) if inputs else range(n - 1, -1, -1)
-        src = parents if inputs else children
-        for pos in order:
-            acc: set[int] = set()
-            if (inputs and self._kind(pos) == 0) or (not inputs and self._is_output(pos)):
-                acc.add(pos)
-            for q in src[pos]:
-                acc |= result[q]
-            result[pos] = frozenset(acc)
-        return result
-
-    def _lookup_keys(self, pos: int) -> list[Any]:
-        n = len(self._node_ids)
-        keys: list[Any] = [pos, pos - n, *self._fin.lookup_keys(pos)]
-        return sorted(keys, key=str)
-
-    def _entry(self, pos: int) -> LayerPassLog:
-        e = self._entries.get(pos)
-        if e is None:
-            if self._kind(pos) == 1:
-                from ._objects import BufferLog
-
-                e = self._entries[pos] = BufferLog(self, pos)
-            else:
-                e = self._entries[pos] = LayerPassLog(self, pos)
-        return e
-
-    # ------------------------------------------------------------------ public
-    def __len__(self) -> int:
-        return len(self._node_ids)
-
-    def __iter__(self) -> Iterator[LayerPassLog]:
-        for pos in range(len(self._node_ids)):
-            yield self._entry(pos)
-
+    # ------------------------------------------------------------------ layers
     @property
     def layer_list(self) -> list[LayerPassLog]:
         return list(self)
@@ -290,7 +134,7 @@ class ModelLog(ModelLogExtras):
     @property
     def input_layers(self) -> list[str]:
         labels = self._col("labels")
-        return [labels[p] for p in range(len(self)) if self._kind(p) == 0]
+        return [labels[p] for p in range(len(self)) if self._is_input(p)]
 
     @property
     def output_layers(self) -> list[str]:
@@ -300,16 +144,11 @@ class ModelLog(ModelLogExtras):
     @property
     def buffer_layers(self) -> list[str]:
         labels = self._col("labels")
-        return [labels[p] for p in range(len(self)) if self._kind(p) == 1]
+        return [labels[p] for p in range(len(self)) if self._is_buffer(p)]
 
     @property
     def orphan_layers(self) -> list[str]:
         return [f"{self._layer_type_of_record(n)}_{n + 1}_raw" for n in self._fin.removed()]
-
-    def _layer_type_of_record(self, nid: int) -> str:
-        if nid >= self._n_records:
-            return "output"
-        return self._cap_strings[self._records[nid][2]]
 
     @property
     def layers_with_saved_activations(self) -> list[str]:
@@ -344,42 +183,227 @@ class ModelLog(ModelLogExtras):
     def has_conditional_branching(self) -> bool:
         return False
 
-    def _used_params(self) -> list[ParamInfo]:
-        used: dict[int, ParamInfo] = {}
-        params = self._data.params
-        for pos in range(len(self)):
-            if self._is_output(pos):
-                continue
-            for p in self._records[self._node_ids[pos]][6]:
-                used.setdefault(p, params[p])
-        return [used[k] for k in sorted(used)]
-
     @property
     def total_params(self) -> int:
-        return sum(p.numel for p in self._used_params())
+        return sum(p.numel for p in used_params(self))
 
     @property
     def total_params_memory(self) -> int:
-        return sum(p.nbytes for p in self._used_params())
+        return sum(p.nbytes for p in used_params(self))
 
     @property
     def total_param_layers(self) -> int:
         groups = self._col("layer_groups")
-        return len({groups[p] for p in range(len(self)) if self._params_of(p)})
+        return len({groups[p] for p in range(len(self)) if self._param_ids(p)})
 
     @property
     def module_addresses(self) -> list[str]:
         return [m.address for m in self._data.modules]
 
-    def _module_num_passes(self) -> dict[str, int]:
-        return {m.address: m.num_passes for m in self._data.modules}
+    @property
+    def modules(self) -> ModuleAccessor:
+        return self._cached("modules", lambda: ModuleAccessor(self, module_logs(self)))
 
-    def _module_types(self) -> dict[str, str]:
-        return {m.address: m.class_name for m in self._data.modules}
+    @property
+    def root_module(self) -> Any:
+        return self.modules["self"]
 
-    def _module_params(self, addr: str) -> list[ParamInfo]:
-        prefix = addr + "."
-        return [p for p in self._data.params if p.address.startswith(prefix)]
+    @property
+    def layers(self) -> LayerAccessor:
+        return LayerAccessor(self)
+
+    @property
+    def param_logs(self) -> ParamAccessor:
+        return self._cached("params", lambda: ParamAccessor([ParamLog(self, i) for i in range(len(self._data.params))]))
+
+    @property
+    def params(self) -> ParamAccessor:
+        return self.param_logs
+
+    @property
+    def total_param_tensors(self) -> int:
+        return len(self._data.params)
+
+    @property
+    def total_params_trainable(self) -> int:
+        return sum(p.numel for p in used_params(self) if p.requires_grad)
+
+    @property
+    def total_params_frozen(self) -> int:
+        return sum(p.numel for p in used_params(self) if not p.requires_grad)
+
+    @property
+    def total_params_memory_str(self) -> str:
+        return human_readable_size(self.total_params_memory)
+
+    @property
+    def layers_with_params(self) -> dict[str, list[str]]:
+        return layers_with_params(self)
+
+    @property
+    def buffers(self) -> BufferAccessor:
+        return BufferAccessor([self._entry(p) for p in range(len(self)) if self._is_buffer(p)])  # type: ignore[misc]
+
+    @property
+    def buffer_num_passes(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for b in self.buffers:
+            out[b.buffer_address] = out.get(b.buffer_address, 0) + 1
+        return out
+
+    # ------------------------------------------------------------------ other fields
+    @property
+    def layer_dict_main_keys(self) -> dict[str, Any]:
+        return {e.layer_label: e for e in self}
+
+    @property
+    def layer_dict_all_keys(self) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        for e in self:
+            for k in e.lookup_keys:
+                out.setdefault(k, e)
+        return out
+
+    @property
+    def internally_initialized_layers(self) -> list[str]:
+        return [e.layer_label for e in self if e.is_internally_initialized]
+
+    @property
+    def internally_terminated_layers(self) -> list[str]:
+        return [e.layer_label for e in self if e.is_internally_terminated]
+
+    @property
+    def internally_terminated_bool_layers(self) -> list[str]:
+        return [e.layer_label for e in self if e.is_internally_terminated and e.tensor_dtype == torch.bool]
+
+    @property
+    def unlogged_layers(self) -> list[str]:
+        return []
+
+    @property
+    def layers_with_saved_gradients(self) -> list[str]:
+        return []
+
+    @property
+    def equivalent_operations(self) -> dict[str, set[str]]:
+        return {k: set(v) for k, v in equivalents(self).items()}
+
+    @property
+    def time_logging(self) -> float:
+        return self.time_total - self.time_forward_pass
+
+    @property
+    def time_function_calls(self) -> float:
+        return float(sum(self._data.func_times or ()))
+
+    @property
+    def total_activation_memory_str(self) -> str:
+        return human_readable_size(self.total_activation_memory)
+
+    @property
+    def saved_activation_memory_str(self) -> str:
+        return human_readable_size(self.saved_activation_memory)
+
+    @property
+    def total_flops_forward(self) -> int:
+        return sum(f for e in self if (f := e.flops_forward) is not None)
+
+    @property
+    def total_flops_backward(self) -> int:
+        return sum(f for e in self if (f := e.flops_backward) is not None)
+
+    @property
+    def total_flops(self) -> int:
+        return self.total_flops_forward + self.total_flops_backward
+
+    @property
+    def total_macs_forward(self) -> int:
+        return self.total_flops_forward // 2
+
+    @property
+    def total_macs_backward(self) -> int:
+        return self.total_flops_backward // 2
+
+    @property
+    def total_macs(self) -> int:
+        return self.total_flops // 2
+
+    def print_all_fields(self) -> None:
+        for name in sorted(dir(self)):
+            if name.startswith("_"):
+                continue
+            try:
+                v = getattr(self, name)
+            except Exception as e:  # pragma: no cover - diagnostic printout
+                v = f"<error: {e}>"
+            if not callable(v):
+                print(f"{name}: {v!r:.200}")
+
+    # ------------------------------------------------------------------ exports
+    def to_pandas(self) -> Any:
+        """One row per layer pass, columns as in spec §13 (dtypes and shapes as strings)."""
+        return export.model_frame(self)
+
+    def to_csv(self, path: Any, **kw: Any) -> None:
+        """Write `to_pandas()` as CSV (no index)."""
+        export.to_csv(self.to_pandas(), path, **kw)
+
+    def to_parquet(self, path: Any, **kw: Any) -> None:
+        """Write `to_pandas()` as parquet (requires pyarrow)."""
+        export.to_parquet(self.to_pandas(), path, **kw)
+
+    def to_json(self, path: Any, *, orient: str = "records", **kw: Any) -> None:
+        """Write `to_pandas()` as JSON records."""
+        export.to_json(self.to_pandas(), path, orient=orient, **kw)
+
+    # ------------------------------------------------------------------ summary / validation
+    def summary(
+        self,
+        level: str = "overview",
+        *,
+        fields: list[str] | None = None,
+        mode: str = "auto",
+        show_ops: bool = False,
+        preset: str | None = None,
+        columns: list[str] | None = None,
+        include_ops: bool | None = None,
+        max_rows: int = 200,
+        print_to: Any = None,
+    ) -> str:
+        """ASCII table summary of the log (spec §2.7); returns the text (and prints it if `print_to`)."""
+        from ..summary import summary  # facade
+
+        return summary(
+            self, preset or level, fields or columns, mode, show_ops or bool(include_ops), max_rows, print_to
+        )
+
+    def validate_forward_pass(
+        self, ground_truth_output_tensors: list[torch.Tensor], verbose: bool = False, validate_metadata: bool = True
+    ) -> bool:
+        """Replay every op from its parents' saved activations and compare (spec §11.2)."""
+        from ..validate import validate_log  # facade
+
+        return validate_log(self, ground_truth_output_tensors, verbose, validate_metadata)
+
+    def validate_saved_activations(self, *args: Any, **kwargs: Any) -> bool:
+        """Deprecated alias of `validate_forward_pass`."""
+        from .._options import warn_deprecated
+
+        warn_deprecated("validate_saved_activations", "validate_forward_pass")
+        return self.validate_forward_pass(*args, **kwargs)
+
+    def check_metadata_invariants(self) -> bool:
+        """Check the log's internal consistency (spec §11.3); raises MetadataInvariantError."""
+        from ..validate import check_metadata_invariants  # facade
+
+        return check_metadata_invariants(self)
+
+    def cleanup(self) -> None:
+        """Drop saved tensors and cached tables."""
+        self._saved.clear()
+        self._cols.clear()
+        self._transformed = {}
+        self._data.func_args = {}
 
     # ------------------------------------------------------------------ rendering
     def render_graph(
@@ -392,6 +416,7 @@ class ModelLog(ModelLogExtras):
         vis_fileformat: str = "pdf",
         show_buffer_layers: Any = "meaningful",
         direction: str = "bottomup",
+        module: Any = None,
     ) -> str:
         """Render the computational graph with graphviz and return its DOT source.
 
@@ -404,21 +429,24 @@ class ModelLog(ModelLogExtras):
             vis_fileformat: Any format `dot -T` accepts (`pdf`, `png`, `svg`, ...).
             show_buffer_layers: `"never"`, `"meaningful"` (default) or `"always"`.
             direction: `"bottomup"`, `"topdown"` or `"leftright"`.
+            module: Focus on one module: a ModuleLog, an address, or `"addr:k"` for one pass.
 
         Returns:
             The DOT source.
         """
-        from ._viz import build_dot, render
+        from ..viz import build_dot, render  # facade
 
-        src = build_dot(self, vis_mode, vis_nesting_depth, direction, show_buffer_layers, vis_graph_overrides)
+        src = build_dot(self, vis_mode, vis_nesting_depth, direction, show_buffer_layers, vis_graph_overrides, module)
         render(src, vis_outpath, vis_fileformat, vis_save_only)
         return src
 
-    def to_dot(self, vis_mode: str = "unrolled", vis_nesting_depth: int = 1000, direction: str = "bottomup") -> str:
-        """DOT source of the graph without rendering it."""
-        from ._viz import build_dot
+    def to_dot(
+        self, vis_mode: str = "unrolled", vis_nesting_depth: int = 1000, direction: str = "bottomup", module: Any = None
+    ) -> str:
+        """DOT source of the graph without rendering it (`module` focuses on one module, as in `render_graph`)."""
+        from ..viz import build_dot  # facade
 
-        return build_dot(self, vis_mode, vis_nesting_depth, direction)
+        return build_dot(self, vis_mode, vis_nesting_depth, direction, module=module)
 
     # ------------------------------------------------------------------ lookup
     def __getitem__(self, key: Any) -> Any:
@@ -499,39 +527,6 @@ class ModelLog(ModelLogExtras):
         return True
 
     # ------------------------------------------------------------------ printing
-    def _module_tree_lines(self) -> list[str]:
-        strings = self._cap_strings
-        stacks = self._data.module_stacks
-        passes = self._module_num_passes()
-        children: dict[tuple, list[tuple[int, int]]] = {}
-        for st in stacks[1:]:
-            parent = tuple(st[-2]) if len(st) > 1 else ()
-            children.setdefault(parent, []).append(tuple(st[-1]))
-
-        def name(node: tuple[int, int]) -> str:
-            addr = strings[node[0]]
-            return f"{addr}:{node[1]}" if passes.get(addr, 1) > 1 else addr
-
-        lines: list[str] = []
-
-        def walk(node: tuple, level: int) -> None:
-            kids = children.get(node, [])
-            if not kids:
-                return
-            indent = "\t\t" + "    " * level
-            if level == 0 or any(children.get(c) for c in kids):
-                for c in kids:
-                    lines.append(indent + name(c))
-                    walk(c, level + 1)
-            else:
-                names = [name(c) for c in kids]
-                chunks = [names[i : i + 8] for i in range(0, len(names), 8)]
-                for i, ch in enumerate(chunks):
-                    lines.append(indent + ", ".join(ch) + (", " if i < len(chunks) - 1 else ""))
-
-        walk((), 0)
-        return lines
-
     def __str__(self) -> str:
         saved = set(self._saved) | set(self._lazy)
         all_saved = all(n in saved for n in self._node_ids)
@@ -564,7 +559,7 @@ class ModelLog(ModelLogExtras):
             f"\tParameters: {self.total_param_layers} parameter operations ({self.total_params} params total; "
             f"{human_readable_size(self.total_params_memory)})"
         )
-        s.append("\tModule Hierarchy:" + "".join("\n" + ln for ln in self._module_tree_lines()))
+        s.append("\tModule Hierarchy:" + "".join("\n" + ln for ln in hierarchy_lines(self)))
         if all_saved:
             head = "\tLayers (all have saved activations):"
         elif none_saved:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from ._format import compact_count, human_readable_size
+from .log.params import used_params
 
 LEVELS = {
     "overview": ["name", "shape", "params", "train"],
@@ -171,7 +172,7 @@ def summary(
         rows = rows[:max_rows] + [["..."] + [""] * (len(cols) - 1)]
     lines += _table([HEADERS[c] for c in cols], rows)
     if level == "overview":
-        used = log._used_params()
+        used = used_params(log)
         lines.append(
             f"Params: {sum(p.numel for p in used):,} unique; trainable: {sum(p.numel for p in used if p.requires_grad):,}"
         )

@@ -6,13 +6,20 @@
 //! members whose subgraphs are adjacent or share a parameterised fingerprint become passes of
 //! one layer. Reduced mode only applies the "same function + same parameters" rule.
 //!
-//! The lock-step expansion of one round lives in [`crate::iso`].
+//! * [`rounds`]: the lock-step expansion of one round (iso groups, refinement, assignment).
+//! * [`layer_table`]: the multi-pass layers found so far, shared by the rounds.
 
 use rustc_hash::FxHashMap;
 
 use crate::fingerprint::Fingerprints;
 use crate::graph::{Graph, NONE};
-use crate::iso::Rounds;
+use crate::union_find::UnionFind;
+
+mod layer_table;
+mod rounds;
+
+use layer_table::LayerTable;
+use rounds::Rounds;
 
 /// Layer assignment of every retained node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,47 +34,12 @@ pub struct Layers {
     pub first: Vec<u32>,
 }
 
-/// Union-find whose root is always the smallest element of its set.
-#[derive(Clone, Debug)]
-pub(crate) struct UnionFind {
-    parent: Vec<u32>,
-}
-
-impl UnionFind {
-    pub(crate) fn new(n: usize) -> Self {
-        Self {
-            parent: (0..n as u32).collect(),
-        }
-    }
-
-    pub(crate) fn find(&mut self, mut x: u32) -> u32 {
-        while self.parent[x as usize] != x {
-            let grand = self.parent[self.parent[x as usize] as usize];
-            self.parent[x as usize] = grand;
-            x = grand;
-        }
-        x
-    }
-
-    pub(crate) fn union(&mut self, a: u32, b: u32) {
-        let (ra, rb) = (self.find(a), self.find(b));
-        if ra != rb {
-            let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
-            self.parent[hi as usize] = lo;
-        }
-    }
-}
-
 /// Detects layers. `funcs[pos]` is the raw function id and `outs[pos]` the position in a
 /// multi-tensor return (for the parameter rule; `NONE` / -1 for non-ops); `full` selects §6.2
 /// over §6.3.
 pub fn detect(graph: &Graph, fp: &Fingerprints, funcs: &[u32], outs: &[i32], full: bool) -> Layers {
     let n = graph.len();
-    let mut table = LayerTable {
-        layer_of: vec![NONE; n],
-        members: Vec::new(),
-        touched: FxHashMap::default(),
-    };
+    let mut table = LayerTable::new(n);
     if full {
         let by_fp = members_by_fingerprint(fp);
         let mut rounds = Rounds::new(n);
@@ -112,42 +84,6 @@ fn members_by_fingerprint(fp: &Fingerprints) -> (Vec<u32>, Vec<u32>) {
     (offsets, members)
 }
 
-/// Multi-pass layers found so far; nodes not in any are single-pass.
-pub(crate) struct LayerTable {
-    pub(crate) layer_of: Vec<u32>,
-    pub(crate) members: Vec<Vec<u32>>,
-    touched: FxHashMap<u32, usize>,
-}
-
-impl LayerTable {
-    /// Makes `group` (sorted positions) one layer, unless that would split a layer that one of
-    /// its members already belongs to (§6.2 step 4: later rounds may not fragment earlier ones).
-    pub(crate) fn assign(&mut self, group: &[u32]) {
-        self.touched.clear();
-        for &m in group {
-            let old = self.layer_of[m as usize];
-            if old != NONE {
-                *self.touched.entry(old).or_insert(0) += 1;
-            }
-        }
-        if self
-            .touched
-            .iter()
-            .any(|(&old, &count)| count < self.members[old as usize].len())
-        {
-            return;
-        }
-        for &old in self.touched.keys() {
-            self.members[old as usize] = Vec::new();
-        }
-        let id = self.members.len() as u32;
-        for &m in group {
-            self.layer_of[m as usize] = id;
-        }
-        self.members.push(group.to_vec());
-    }
-}
-
 /// §6.2 step 5 plus the parameter rule: merges layers and same-function-same-parameter ops,
 /// then numbers layers by first appearance and passes by creation order.
 fn reconcile(graph: &Graph, fp: &Fingerprints, funcs: &[u32], outs: &[i32], table: &LayerTable) -> Layers {
@@ -190,19 +126,4 @@ fn reconcile(graph: &Graph, fp: &Fingerprints, funcs: &[u32], outs: &[i32], tabl
         layers.num_passes[pos] = counts[layers.layer_of[pos] as usize];
     }
     layers
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn union_find_root_is_smallest() {
-        let mut uf = UnionFind::new(6);
-        uf.union(5, 3);
-        uf.union(3, 4);
-        uf.union(4, 1);
-        assert_eq!(uf.find(5), 1);
-        assert_eq!(uf.find(0), 0);
-    }
 }

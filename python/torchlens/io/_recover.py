@@ -1,0 +1,111 @@
+"""Recovery of interrupted streamed captures (`recover_bundle`) and removal of leftovers
+(`cleanup_tmp`). The core reads and checks the journal (`_core.journal_read`); this module
+rebuilds the log, keeps the fully written blobs and commits the result as a bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+from .._errors import TorchLensIOError
+from .._native import core as _core
+from ._load import incomplete_siblings
+from ._save import check_target, commit, entry, info_of
+from ._schema import build_log, capture_from_plain
+from ._stream import JOURNAL_FILE
+
+
+def _find_incomplete(path: Path) -> tuple[Path, Path]:
+    name = path.name
+    base, sep, tail = name.rpartition(".tmp.")
+    if sep and len(tail) == 32 and path.is_dir():
+        return path, path.with_name(base)
+    inc = [p for p in incomplete_siblings(path) if (p / JOURNAL_FILE).exists()]
+    if not inc:
+        raise TorchLensIOError(f"nothing to recover for {path}: no incomplete capture ({name}.tmp.*) with a journal")
+    return inc[-1], path
+
+
+def recover_bundle(path: str | os.PathLike) -> str:
+    """Turn the temp directory of an interrupted streamed capture into a valid bundle.
+
+    Args:
+        path: The bundle path the capture was streaming to, or its `{name}.tmp.{hex}` directory.
+
+    Returns:
+        The path of the recovered bundle (the original target path). Its log holds the operations
+        recorded up to the last journal chunk, with the activations that were fully written; it
+        has no output layers.
+
+    Raises:
+        TorchLensIOError: Nothing to recover, or the journal is unreadable.
+    """
+    p = Path(os.fspath(path))
+    if (p / "manifest.json").exists():
+        return str(p)
+    tmp, target = _find_incomplete(p)
+    _core.refuse_symlink(str(tmp), "bundle directory")
+    check_target(target)
+    journal = _core.journal_read(str(tmp / JOURNAL_FILE))
+    data = capture_from_plain(journal["capture"])
+    info = {**journal["info"], "time_forward": 0.0, "time_core": 0.0, "time_total": 0.0}
+    model_name = journal["model_name"]
+    log = build_log(model_name, data, info)
+    labels = log._col("labels_w_pass")
+    pos_of = {nid: q for q, nid in enumerate(log._node_ids)}
+    tensors = []
+    activations = []
+    blobs = tmp / "blobs"
+    for f in sorted(blobs.iterdir()) if blobs.is_dir() else []:
+        if f.is_symlink() or not f.name.endswith(".safetensors") or not f.is_file():
+            if f.is_file() and f.name.endswith(".partial"):
+                f.unlink()
+            continue
+        try:
+            dtype, shape, hmeta, nbytes, sha = _core.blob_scan(str(f))
+            hm = dict(hmeta)
+            nid = int(hm["node"])
+            dev = str(hm.get("device", "cpu"))
+            bid = int(f.name.split(".")[0])
+        except (TorchLensIOError, KeyError, ValueError):
+            f.unlink()  # cut short by the crash
+            continue
+        if nid not in pos_of or bid != nid + 1:
+            f.unlink()
+            continue
+        tensors.append(entry(bid, labels[pos_of[nid]], dtype, shape, dev, nbytes, sha))
+        activations.append([nid, bid])
+    for extra in (JOURNAL_FILE, "PARTIAL", "REASON.txt"):
+        try:
+            (tmp / extra).unlink()
+        except FileNotFoundError:
+            pass
+    info_full = {**info_of(log), "recovered": True}
+    commit(tmp, target, model_name, data, info_full, activations, tensors, [], len(log))
+    return str(target)
+
+
+def cleanup_tmp(path: str | os.PathLike, *, force: bool = False) -> list[str]:
+    """Remove the `{name}.tmp.*` directories left next to `path` by failed saves or captures.
+
+    Args:
+        path: The bundle path whose leftovers to remove.
+        force: Also remove temp directories not marked `PARTIAL` (e.g. killed streaming runs).
+
+    Returns:
+        The removed paths.
+    """
+    target = Path(os.fspath(path))
+    removed: list[str] = []
+    for p in incomplete_siblings(target):
+        if p.is_symlink():
+            continue
+        if force or (p / "PARTIAL").exists():
+            shutil.rmtree(p)
+            removed.append(str(p))
+        else:
+            warnings.warn(f"leaving {p}: not marked PARTIAL (use force=True to remove it)", UserWarning, stacklevel=2)
+    return removed

@@ -1,0 +1,114 @@
+"""Tensors of a bundle on disk: lazy references, reading a blob, and what a blob can hold.
+
+Which dtypes a tensor file can hold is decided by the Rust core's one dtype table
+(`_core.TENSOR_DTYPES`, torch names); Python only derives a dtype's name from torch itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._errors import TorchLensIOError
+from .._native import core as _core
+
+SUPPORTED_DTYPES = frozenset(_core.TENSOR_DTYPES)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """`torch.float32` -> `"float32"` (the name the core's dtype table and the manifest use)."""
+    return str(dtype).removeprefix("torch.")
+
+
+def torch_dtype(name: str) -> torch.dtype | None:
+    """The torch dtype called `name`, or None when torch has no such dtype."""
+    d = getattr(torch, name, None) if name.isidentifier() else None
+    return d if isinstance(d, torch.dtype) else None
+
+
+@dataclass(frozen=True)
+class LazyActivationRef:
+    """A tensor of a bundle that is read only when `materialize()` is called."""
+
+    blob_id: int
+    shape: tuple[int, ...]
+    dtype: str
+    device_at_save: str
+    source_bundle_path: str
+    relative_path: str
+    kind: str
+    expected_sha256: str
+
+    def materialize(self, map_location: Any = "cpu") -> torch.Tensor:
+        """Open, checksum, decode and close this blob; return the tensor on `map_location`."""
+        return read_blob(
+            Path(self.source_bundle_path) / self.relative_path,
+            self.dtype,
+            self.shape,
+            self.expected_sha256,
+            map_location,
+        )
+
+
+class LazyTensorDict(dict):
+    """node id -> tensor, where values of a lazily loaded bundle are read on first `get`/`[]`."""
+
+    def __init__(self, map_location: Any) -> None:
+        super().__init__()
+        self._map_location = map_location
+
+    def __getitem__(self, key: Any) -> Any:
+        v = super().__getitem__(key)
+        if isinstance(v, LazyActivationRef):
+            ref, v = v, v.materialize(self._map_location)
+            for k, r in list(dict.items(self)):
+                if r is ref:
+                    dict.__setitem__(self, k, v)
+        return v
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+
+def read_blob(path: Path, dtype: str, shape: tuple[int, ...], sha: str | None, map_location: Any) -> torch.Tensor:
+    """Read one bundle blob into a fresh CPU tensor (the core checks header and checksum)."""
+    tdt = torch_dtype(dtype)
+    if tdt is None or dtype not in SUPPORTED_DTYPES:
+        raise TorchLensIOError(f"unsupported dtype {dtype!r} in {path}")
+    t = torch.empty(tuple(shape), dtype=tdt)
+    buf = t.reshape(-1).view(torch.uint8).numpy() if t.dim() else t.reshape(1).view(torch.uint8).numpy()
+    _core.blob_read_into(str(path), dtype, list(shape), sha, buf)
+    if map_location is not None and str(map_location) != "cpu":
+        t = t.to(map_location)
+    return t
+
+
+def unsupported_reason(t: Any) -> str | None:
+    """Why `t` cannot be stored as a blob, or None when it can."""
+    if not isinstance(t, torch.Tensor):
+        return f"not a tensor ({type(t).__name__})"
+    if type(t) not in (torch.Tensor, torch.nn.Parameter):
+        return f"tensor subclass {type(t).__name__}"
+    if t.layout != torch.strided:
+        return f"layout {t.layout}"
+    if t.is_quantized:
+        return "quantized tensor"
+    if t.is_nested:
+        return "nested tensor"
+    if t.device.type not in ("cpu", "cuda"):
+        return f"device {t.device}"
+    if dtype_name(t.dtype) not in SUPPORTED_DTYPES:
+        return f"dtype {t.dtype}"
+    return None
+
+
+def tensor_bytes(t: torch.Tensor) -> Any:
+    """A uint8 numpy view of the tensor's contiguous CPU bytes (kept alive by the caller)."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.resolve_conj().resolve_neg().contiguous().reshape(-1)
+    return t.view(torch.uint8).numpy()

@@ -1,0 +1,68 @@
+"""Running graphviz's `dot` on DOT source, and showing the result (viewer, notebook)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+_IMAGE_EXT = ("pdf", "png", "jpg", "svg", "jpeg", "bmp", "pic", "tif", "tiff")
+
+
+def render(source: str, outpath: str, fileformat: str = "pdf", save_only: bool = False) -> str | None:
+    """Write `source` and run graphviz; returns the rendered file's path (None if graphviz failed)."""
+    base, ext = os.path.splitext(outpath)
+    if ext.lstrip(".").lower() in _IMAGE_EXT:
+        outpath = base
+    dot = shutil.which("dot")
+    if dot is None:
+        raise RuntimeError("Rendering needs graphviz's `dot` program (Debian/Ubuntu: apt-get install graphviz).")
+    os.makedirs(os.path.dirname(os.path.abspath(outpath)), exist_ok=True)
+    with open(outpath, "w") as f:
+        f.write(source)
+    target = f"{outpath}.{fileformat}"
+    try:
+        subprocess.run([dot, f"-T{fileformat}", "-o", target, outpath], check=True, timeout=120, capture_output=True)
+    except subprocess.TimeoutExpired:
+        warnings.warn(f"Graphviz render timed out after 120 s for {outpath}.", UserWarning, stacklevel=3)
+        return None
+    except subprocess.CalledProcessError as e:
+        warnings.warn(f"Graphviz failed: {e.stderr.decode(errors='replace')[:500]}", UserWarning, stacklevel=3)
+        return None
+    finally:
+        if os.path.exists(outpath):
+            os.remove(outpath)
+    _display_inline(source)
+    if not save_only:
+        _open_viewer(target)
+    return target
+
+
+def _in_notebook() -> bool:
+    ipy = sys.modules.get("IPython")
+    if ipy is None:
+        return False
+    try:
+        shell = ipy.get_ipython()
+    except Exception:
+        return False
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def _display_inline(source: str) -> None:
+    if not _in_notebook():
+        return
+    from IPython.display import SVG, display
+
+    svg = subprocess.run(["dot", "-Tsvg"], input=source.encode(), capture_output=True, timeout=120).stdout
+    display(SVG(svg))
+
+
+def _open_viewer(path: str) -> None:
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+        return
+    opener = "open" if sys.platform == "darwin" else "xdg-open"
+    if shutil.which(opener):
+        subprocess.Popen([opener, path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
