@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 export PIP_ROOT_USER_ACTION = ignore
 
-.PHONY: help deps build-dev build-prod build-profiling format lint test test-rust test-python demo bench bench-quick bench-peer stubtest clean
+.PHONY: help deps build-dev build-prod build-profiling format lint test test-rust test-python demo bench bench-quick bench-peer zoo diff-peer stubtest clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -72,6 +72,15 @@ bench-peer: build-prod  ## same benchmarks for us and TorchLens 2.15.0 (separate
 	$(PYTHON) benches/run.py --mode full --out benches/results/latest.json
 	$(PYTHON) benches/run.py --mode full --impl peer --python $(PEER_VENV)/bin/python --out benches/results/peer.json
 	$(PYTHON) benches/compare.py benches/results/latest.json benches/results/peer.json
+
+zoo: build-prod  ## differential zoo (200+ models): validation, forward hooks, outputs -> docs/zoo.md
+	$(PYTHON) benches/zoo.py
+
+diff-peer: build-prod  ## zoo under us and TorchLens 2.15.0 (separate venv), compared -> benches/results/diff-peer.md
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv --system-site-packages $(PEER_VENV)
+	$(PEER_VENV)/bin/python -c "import torchlens, sys; sys.exit(torchlens.__version__ != '2.15.0')" 2>/dev/null || \
+		$(PEER_VENV)/bin/pip install -q "torchlens==2.15.0"
+	$(PYTHON) benches/diff_peer.py --peer-python $(PEER_VENV)/bin/python
 
 clean:
 	rm -rf target python/torchlens/_core*.so benches/results/latest.*

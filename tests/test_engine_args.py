@@ -51,7 +51,8 @@ def _check_positional_pairs(log: tl.ModelLog) -> None:
     assert second.num_positional_args == 1 and second.num_keyword_args == 1
     assert list(second.func_kwargs_non_tensor) == ["terms"]
     assert second.func_argnames == ("arg0", "terms")
-    assert b_label in second.parent_layers
+    # As in TorchLens 2.15, a tensor passed by keyword is an argument, not a parent (no edge).
+    assert b_label in first.parent_layers and second.parent_layers == [first.layer_label]
 
 
 def test_positional_tuple_of_named_pairs_is_not_read_as_kwargs() -> None:

@@ -161,9 +161,22 @@ class LstmOutputs(nn.Module):
         return out[:, -1] + h[0] + c[0]
 
 
-def test_outputs_of_one_parameter_op_are_separate_layers() -> None:
-    # output, h and c of one LSTM call are three layers (like torch.max's values/indices), not passes
+def test_outputs_of_one_parameter_op_are_passes_of_one_layer() -> None:
+    # As in TorchLens 2.15: output, h and c of one LSTM call use the same function and parameters,
+    # so the parameter rule makes them three passes of one layer (labels checked against 2.15.0).
     log = tl.log_forward_pass(LstmOutputs(), torch.rand(2, 3, 4), layers_to_save=None)
-    lstm = [lab for lab in log.layer_labels if lab.startswith("lstm")]
-    assert lstm == ["lstm_1_3", "lstm_2_4", "lstm_3_5"]
-    assert [log[lab].iterable_output_index for lab in lstm] == [0, 1, 2]
+    assert log.layer_labels == [
+        "input_1",
+        "zeros_1_1",
+        "zeros_2_2",
+        "lstm_1_3:1",
+        "lstm_1_3:2",
+        "lstm_1_3:3",
+        "getitem_1_4",
+        "getitem_2_5:1",
+        "add_1_6:1",
+        "getitem_2_5:2",
+        "add_1_6:2",
+        "output_1",
+    ]
+    assert [log[f"lstm_1_3:{k}"].iterable_output_index for k in (1, 2, 3)] == [0, 1, 2]

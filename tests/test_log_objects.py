@@ -89,7 +89,7 @@ def test_alexnet_lookups_and_fields(alex: tl.ModelLog) -> None:
     assert e.transformed_activation is None and e.extra_data == {}
     assert e.captured_args is None and e.args_captured is False
     assert isinstance(e.func_time, float) and e.func_time > 0
-    assert e.flops_forward == 2 * 384 * 13 * 13 * 192 * 9
+    assert e.flops_forward == 2 * 384 * 13 * 13 * 192 * 9 + 384 * 13 * 13  # multiply-adds, then the bias add
     assert e.macs_forward == e.flops_forward // 2
     assert e.source_model_log is alex
     assert e.modules_entered == ["features.7"] and e.is_submodule_input
@@ -431,3 +431,25 @@ def test_layer_log_unions_over_passes() -> None:
     assert log.layers["mul_1_3"].io_role is None
     out = log.layers["output_1"]
     assert out.io_role == "output"
+
+
+def test_raw_labels_follow_2_15() -> None:
+    # Reference: TorchLens 2.15.0 on the same model prints exactly these raw labels.
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l = nn.Linear(3, 3)
+            self.register_buffer("b", torch.ones(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.l(x) + self.b)
+
+    log = tl.log_forward_pass(M(), torch.randn(2, 3))
+    assert [e.tensor_label_raw for e in log] == [
+        "input_1_raw",
+        "linear_1_2_raw",
+        "buffer_1_raw",
+        "add_1_4_raw",
+        "relu_1_5_raw",
+        "output_1_raw",
+    ]

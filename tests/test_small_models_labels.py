@@ -74,7 +74,8 @@ EXPECTED_LABELS: dict[str, list[str]] = {
         "relu_1_2:2",
         "output_1",
     ],
-    "same_linear_two_places": ["input_1", "input_2", "linear_1_1:1", "linear_1_1:2", "add_1_2", "output_1"],
+    # Two same-shaped inputs feeding one parameter op merge into one input layer, as in 2.15.
+    "same_linear_two_places": ["input_1:1", "input_1:2", "linear_1_1:1", "linear_1_1:2", "add_1_2", "output_1"],
     "nested3": ["input_1", "linear_1_1", "mul_1_2", "output_1"],
     "identity": ["input_1", "identity_1_1", "add_1_2", "output_1"],
     "passthrough": ["input_1", "identity_1_1", "mul_1_2", "output_1"],
@@ -302,8 +303,8 @@ def test_shared_block_twice_modules() -> None:
 
 def test_same_linear_two_places_is_one_layer() -> None:
     log = log_case("same_linear_two_places")[3]
-    assert log["linear_1_1:1"].parent_layers == ["input_1"]
-    assert log["linear_1_1:2"].parent_layers == ["input_2"]
+    assert log["linear_1_1:1"].parent_layers == ["input_1:1"]
+    assert log["linear_1_1:2"].parent_layers == ["input_1:2"]
     assert log["linear_1_1:2"].pass_num == 2
     assert parents(log, "add_1_2") == {"linear_1_1:1", "linear_1_1:2"}
 
@@ -330,7 +331,9 @@ def test_identity_modules() -> None:
     log = log_case("passthrough")[3]
     assert log["pt"] is log["identity_1_1"]
     assert log["identity_1_1"].parent_layers == ["input_1"]
-    assert log["mul_1_2"].parent_layers == ["identity_1_1"]
+    # As in 2.15 the identity node is a dead end: the caller goes on with the input itself.
+    assert log["identity_1_1"].child_layers == []
+    assert log["mul_1_2"].parent_layers == ["input_1"]
 
 
 def test_sequential_lookups() -> None:
@@ -339,10 +342,14 @@ def test_sequential_lookups() -> None:
     assert log["1"] is log["relu_1_2"]
     assert log["2"] is log["linear_2_3"]
     log = log_case("seq_inside")[3]
-    assert log["features"] is log["identity_1_3"]
+    # The Identity's node is a side branch; `features` returns tanh's tensor (2.15's lookups).
+    assert log["features"] is log["tanh_1_2"]
     assert log["features.2"] is log["identity_1_3"]
-    assert log["identity_1_3"].modules_exited == ["features.2", "features"]
+    assert log["identity_1_3"].modules_exited == ["features.2"]
+    assert log["tanh_1_2"].modules_exited == ["features.1", "features"]
+    assert log["linear_2_4"].parent_layers == ["tanh_1_2"]
     assert log["head"] is log["linear_2_4"]
+    assert log["output_1"].modules_exited == ["head"]
 
 
 def test_spec_loop_passes() -> None:

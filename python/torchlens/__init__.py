@@ -6,8 +6,10 @@ logging call (or by `wrap_torch()`) and restored by `unwrap_torch()`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+import torch
 
 from . import fastlog as fastlog
 from ._capture.wrap import unwrap_torch as unwrap_torch
@@ -20,21 +22,42 @@ from ._options import VisualizationOptions as VisualizationOptions
 from .api import get_model_metadata as get_model_metadata
 from .api import log_forward_pass as log_forward_pass
 from .api import log_model_metadata as log_model_metadata
-from .api import show_model_graph as show_model_graph
 from .api import validate_forward_pass as validate_forward_pass
+from .api_extra import rehydrate_nested as rehydrate_nested
+from .api_extra import show_model_graph as show_model_graph
+from .api_extra import summary as summary
+from .api_extra import validate_batch_of_models_and_inputs as validate_batch_of_models_and_inputs
+from .api_extra import validate_saved_activations as validate_saved_activations
+from .fastlog import TrainingModeConfigError as TrainingModeConfigError
 from .io import LazyActivationRef as LazyActivationRef
 from .io import TorchLensIOError as TorchLensIOError
 from .io import cleanup_tmp as cleanup_tmp
 from .io import load as load
 from .io import recover_bundle as recover_bundle
 from .io import save as save
+from .log.accessors import LayerAccessor as LayerAccessor
+from .log.accessors import ModuleAccessor as ModuleAccessor
+from .log.call_stack import FuncCallLocation as FuncCallLocation
 from .log.layer_log import LayerLog as LayerLog
 from .log.layer_pass_log import LayerPassLog as LayerPassLog
 from .log.model_log import ModelLog as ModelLog
+from .log.modules import ModuleLog as ModuleLog
+from .log.modules import ModulePassLog as ModulePassLog
+from .log.params import ParamLog as ParamLog
+from .validate import check_metadata_invariants as check_metadata_invariants
+from .viz import NodeSpec as NodeSpec
+from .viz import build_render_audit as build_render_audit
+from .viz import model_log_to_dagua_graph as model_log_to_dagua_graph
+from .viz import render_lines_to_html as render_lines_to_html
+from .viz import render_model_log_with_dagua as render_model_log_with_dagua
 
 __version__ = _core.__version__
 
 TensorLog = LayerPassLog
+
+# Types of the `activation_postfunc` / `gradient_postfunc` callables.
+ActivationPostfunc = Callable[[torch.Tensor], torch.Tensor]
+GradientPostfunc = Callable[[torch.Tensor], torch.Tensor]
 
 
 @contextmanager
@@ -48,27 +71,46 @@ def wrapped() -> Iterator[None]:
 
 
 __all__ = [
+    "ActivationPostfunc",
+    "FuncCallLocation",
+    "GradientPostfunc",
+    "LayerAccessor",
     "LayerLog",
     "LayerPassLog",
     "LazyActivationRef",
+    "MetadataInvariantError",
     "ModelLog",
+    "ModuleAccessor",
+    "ModuleLog",
+    "ModulePassLog",
+    "NodeSpec",
+    "ParamLog",
     "StreamingOptions",
     "TensorLog",
     "TorchLensIOError",
+    "TorchLensPostfuncError",
+    "TrainingModeConfigError",
     "VisualizationOptions",
+    "build_render_audit",
+    "check_metadata_invariants",
     "cleanup_tmp",
     "fastlog",
     "get_model_metadata",
     "load",
     "log_forward_pass",
     "log_model_metadata",
-    "validate_forward_pass",
-    "MetadataInvariantError",
-    "TorchLensPostfuncError",
+    "model_log_to_dagua_graph",
     "recover_bundle",
+    "rehydrate_nested",
+    "render_lines_to_html",
+    "render_model_log_with_dagua",
     "save",
     "show_model_graph",
+    "summary",
     "unwrap_torch",
+    "validate_batch_of_models_and_inputs",
+    "validate_forward_pass",
+    "validate_saved_activations",
     "wrap_torch",
     "wrapped",
 ]

@@ -59,6 +59,35 @@ def op_flags(name: str) -> int:
     return flags
 
 
+# Functions whose later positional tensor arguments 2.15 does not record as parents (found by
+# running TorchLens 2.15.0 as a black box, `make diff-peer`): name -> how many leading positional
+# arguments can be parents. The rest (a copy's source, a scatter's index and source, a
+# `masked_fill` value, `clamp`'s max, the template of `type_as` / `*_like`) are only arguments.
+PARENT_LIMITS: dict[str, int] = {
+    **dict.fromkeys(
+        """copy_ fill_ set_ type_as expand_as view_as reshape_as searchsorted repeat_interleave bincount
+        diagonal_scatter select_scatter slice_scatter as_strided_scatter diff index_add index_add_ scatter_add
+        scatter_add_ scatter_reduce scatter_reduce_ index_reduce index_reduce_""".split(),
+        1,
+    ),
+    **dict.fromkeys("masked_fill masked_fill_ masked_scatter masked_scatter_ clamp clamp_ clip clip_".split(), 2),
+    **dict.fromkeys("zeros_like ones_like full_like empty_like rand_like randn_like randint_like".split(), 0),
+}
+
+
+# The few functions whose keyword tensor arguments 2.15 does record as parents (keyword arguments
+# are otherwise no edges), after the positional ones: name -> keyword names.
+KWARG_PARENTS: dict[str, tuple[str, ...]] = {
+    "diff": ("prepend", "append"),
+    "isin": ("test_elements",),
+    "bucketize": ("boundaries",),
+    "ldexp": ("other",),
+    "trapezoid": ("x",),
+    "cumulative_trapezoid": ("x",),
+    "_grouped_mm": ("offs",),
+}
+
+
 def is_inplace_name(name: str) -> bool:
     """Whether the function named `name` changes its first argument in place."""
     return (name.endswith("_") and not name.endswith("__")) or name.startswith("__i") or name in _INPLACE_EXTRA
@@ -94,6 +123,26 @@ def legacy_tokens(flat: tuple) -> tuple[tuple, tuple]:
         if all(type(x) is tuple and len(x) == 2 and type(x[0]) is str for x in last):
             return pos[:-1], last
     return pos, ()
+
+
+# ---------------------------------------------------------------- raw labels
+def raw_type_counts(records: Any) -> list[int]:
+    """Per record, how many records of its layer type came up to and including it (raw label numbers)."""
+    counts: dict[int, int] = {}
+    out = []
+    for r in records:
+        t = r[F_LAYER_TYPE]
+        n = counts[t] = counts.get(t, 0) + 1
+        out.append(n)
+    return out
+
+
+def raw_label(type_name: str, kind: int, type_count: int, creation: int) -> str:
+    """2.15's raw label (spec §5): `conv2d_3_47_raw` (type, count of that type, creation order) for
+    an op; sources (inputs, buffers) and outputs carry no creation number (`input_1_raw`)."""
+    if kind == KIND_OP:
+        return f"{type_name}_{type_count}_{creation}_raw"
+    return f"{type_name}_{type_count}_raw"
 
 
 # ---------------------------------------------------------------- captured call arguments
@@ -199,6 +248,13 @@ class CaptureData:
     func_rng: dict[int, Any] = field(default_factory=dict)
     caller_site: tuple | None = None
     module_objects: dict[str, Any] = field(default_factory=dict)
+    # Per-op state read right after each call (see _capture/opstate.py); None when not recorded (a log
+    # loaded from a bundle). `autograd_saved`: record -> (bytes, count) of the tensors autograd saved, for
+    # ops that saved any. `autocast_states`: interned ((device, enabled, dtype), ...) tuples;
+    # `autocast_ids`: record -> index into them, absent meaning 0 (the state when the capture began).
+    autograd_saved: dict[int, tuple[int, int]] | None = None
+    autocast_states: list[tuple] | None = None
+    autocast_ids: dict[int, int] = field(default_factory=dict)
 
     def core_inputs(self) -> tuple:
         return (

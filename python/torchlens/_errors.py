@@ -7,8 +7,12 @@ class TorchLensPostfuncError(RuntimeError):
     """An `activation_postfunc` raised; the original exception is chained as `__cause__`."""
 
 
-class MetadataInvariantError(AssertionError):
+class MetadataInvariantError(ValueError):
     """`ModelLog.check_metadata_invariants` found an inconsistency (message names the family)."""
+
+
+class UnsupportedTensorVariantError(RuntimeError):
+    """An input, parameter or buffer is a tensor variant that cannot be logged (a meta tensor)."""
 
 
 class TorchLensIOError(RuntimeError):

@@ -149,10 +149,73 @@ def merge_visualization(visualization: VisualizationOptions | None, flat: dict[s
     return VisualizationOptions.from_values(values, explicit)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class StreamingOptions:
-    """Where saved activations go during capture (spec §1.3, §8.5)."""
+    """Where saved activations go during capture (spec §1.3, §8.5); remembers which fields were given.
 
-    bundle_path: str | None = None
+    `bundle_path`: stream every saved activation into a bundle directory. `retain_in_memory`:
+    also keep them in the log (False: the log holds references into the bundle, or, with a
+    callback, nothing). `activation_callback`: `f(label, tensor)` for every saved raw activation,
+    as it is captured (exclusive with `bundle_path`; see docs/bundle-format.md).
+    """
+
+    bundle_path: Any = None
     retain_in_memory: bool = True
     activation_callback: Any = None
+    _explicit: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+
+    def __init__(
+        self, bundle_path: Any = MISSING, retain_in_memory: Any = MISSING, activation_callback: Any = MISSING
+    ) -> None:
+        given = {
+            "bundle_path": bundle_path,
+            "retain_in_memory": retain_in_memory,
+            "activation_callback": activation_callback,
+        }
+        for f in fields(self):
+            if f.name in given:
+                v = given[f.name]
+                object.__setattr__(self, f.name, f.default if v is MISSING else v)
+        object.__setattr__(self, "_explicit", frozenset(k for k, v in given.items() if v is not MISSING))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+    def is_field_explicit(self, name: str) -> bool:
+        return name in self._explicit
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any], specified_fields: Any = None) -> StreamingOptions:
+        """An instance from resolved field values; `specified_fields` (default: the keys given) count as explicit."""
+        inst = cls(**values)
+        object.__setattr__(inst, "_explicit", frozenset(values if specified_fields is None else specified_fields))
+        return inst
+
+
+# `VisualizationOptions` field -> the `ModelLog.render_graph` keyword that carries it.
+RENDER_KWARGS = {
+    "mode": "vis_mode",
+    "max_module_depth": "vis_nesting_depth",
+    "output_path": "vis_outpath",
+    "save_only": "vis_save_only",
+    "file_format": "vis_fileformat",
+    "show_buffers": "show_buffer_layers",
+    "direction": "direction",
+    "graph_overrides": "vis_graph_overrides",
+    "node_mode": "node_mode",
+    "node_spec_fn": "node_spec_fn",
+    "collapsed_node_spec_fn": "collapsed_node_spec_fn",
+    "collapse_fn": "collapse_fn",
+    "skip_fn": "skip_fn",
+    "edge_overrides": "vis_edge_overrides",
+    "gradient_edge_overrides": "vis_gradient_edge_overrides",
+    "module_overrides": "vis_module_overrides",
+    "layout_engine": "vis_node_placement",
+    "renderer": "vis_renderer",
+    "theme": "vis_theme",
+}
+
+
+def visualization_to_render_kwargs(vis: VisualizationOptions, only_explicit: bool = False) -> dict[str, Any]:
+    """`render_graph` keyword arguments from an options object (only its explicitly set fields if asked)."""
+    return {kw: getattr(vis, f) for f, kw in RENDER_KWARGS.items() if not only_explicit or vis.is_field_explicit(f)}

@@ -12,9 +12,17 @@ from torch import nn
 
 from ._capture import run as _run
 from ._data import F_PARENTS
-from ._options import MISSING, StreamingOptions, VisualizationOptions, merge_visualization, resolve_renamed
+from ._options import (
+    MISSING,
+    StreamingOptions,
+    VisualizationOptions,
+    merge_visualization,
+    resolve_renamed,
+    visualization_to_render_kwargs,
+)
 from ._selection import resolve, selection_kind
-from .log.build import build_log
+from ._variants import check_model_and_input_variants
+from .log.build import build_log, drop_unsaved_layers
 from .log.model_log import ModelLog
 from .validate import check_against_truth, ground_truth
 
@@ -92,7 +100,7 @@ def log_forward_pass(
         input_args: A tensor, or a list/tuple of positional arguments for `forward`.
         input_kwargs: Keyword arguments for `forward`.
         layers_to_save: `"all"`, `None`/`"none"`, or a list of lookup keys, ordinals and substrings.
-        keep_unsaved_layers: Keep entries whose activation was not saved.
+        keep_unsaved_layers: False drops the entries without a saved activation (listed in `unlogged_layers`).
         output_device: `"same"`, `"cpu"` or `"cuda"`: where saved activations are moved.
         detach_saved_tensors: Detach saved copies from autograd.
         random_seed: Seed applied to `random`, numpy and torch before the pass (drawn if None).
@@ -153,12 +161,14 @@ def log_forward_pass(
         visualization=merge_visualization(visualization, flat_vis),
     )
     call.check(keep_unsaved_layers, save_gradients, gradients_to_save, save_gradients_to)
-    stream_path, keep_in_memory = _resolve_streaming(
+    _reject_unbuilt(gradient_postfunc, save_raw_gradient, keep_gradients_in_memory)
+    stream_path, keep_in_memory, callback = _resolve_streaming(
         streaming, save_activations_to, keep_activations_in_memory, activation_sink
     )
-    if stream_path is not None and activation_postfunc is not None:
-        raise NotImplementedError("Streaming with an activation_postfunc is not available in this release yet.")
+    if train_mode is not MISSING and train_mode:
+        check_train_mode(call.detach_saved_tensors, stream_path)
     args, kwargs = _run.normalize_inputs(model, input_args, input_kwargs)
+    check_model_and_input_variants(model, args, kwargs)
     caller = _caller_site()
     sink = None
     if stream_path is not None:
@@ -169,7 +179,13 @@ def log_forward_pass(
             "layers_to_save": layers_to_save,
             "detect_loops": call.detect_loops,
         }
-        sink = StreamSink(stream_path, keep_in_memory, type(model).__name__, sink_info)
+        sink = StreamSink(
+            stream_path, keep_in_memory, type(model).__name__, sink_info, postfunc=activation_postfunc is not None
+        )
+    elif callback is not None:
+        from .io import CallbackSink
+
+        sink = CallbackSink(callback, keep_in_memory, call.output_device)
     cap = _capture(model, args, kwargs, call, sink if call.kind != "list" else None, sink, banner=True)
     data = _run.from_capture(cap)
     data.caller_site = caller
@@ -185,14 +201,62 @@ def log_forward_pass(
     )
     _attach_outputs(log, cap, saved)
     _set_options(log, cap, call, model)
+    if train_mode is not MISSING:
+        log.train_mode = bool(train_mode)
     if call.kind == "list":
         _second_pass(log, model, args, kwargs, call, cap, sink)
+    if not keep_unsaved_layers:
+        drop_unsaved_layers(log)
     _finish(log, call, sink, t_start)
+    if optimizer is not None:
+        _mark_optimized(log, optimizer)
+    if verbose:
+        print(
+            f"[torchlens] {type(model).__name__}: {len(log)} layers logged; forward {log.time_forward_pass:.3f}s, "
+            f"post-processing {log.time_postprocessing:.3f}s, total {log.time_total:.3f}s"
+        )
     if unwrap_when_done:
         from ._capture.wrap import unwrap_torch
 
         unwrap_torch()
     return log
+
+
+def _reject_unbuilt(gradient_postfunc: Any, save_raw_gradient: bool, keep_grads: Any) -> None:
+    """Options of features this release does not have yet: NotImplementedError naming each."""
+    if gradient_postfunc is not None:
+        raise NotImplementedError(
+            "gradient_postfunc is not available in this release yet (gradients are not captured)."
+        )
+    if not save_raw_gradient:
+        raise NotImplementedError(
+            "save_raw_gradient=False is not available in this release yet (gradients are not captured)."
+        )
+    if keep_grads is not MISSING:
+        raise NotImplementedError("keep_gradients_in_memory (gradient streaming) is not available in this release yet.")
+
+
+def check_train_mode(detach: bool, stream_path: Any) -> None:
+    """The guard rails of `train_mode=True` (spec §8.6): saved activations must stay in the autograd graph."""
+    from .fastlog import TrainingModeConfigError
+
+    if detach:
+        raise TrainingModeConfigError("train_mode=True requires detach_saved_tensors=False so gradients can propagate")
+    if stream_path is not None:
+        raise TrainingModeConfigError("train_mode=True is not compatible with slow/replay activation disk saves")
+    if torch.is_inference_mode_enabled():
+        raise TrainingModeConfigError(
+            "train_mode=True cannot run while PyTorch inference mode is active; inference tensors cannot retain "
+            "autograd history"
+        )
+
+
+def _mark_optimized(log: ModelLog, optimizer: Any) -> None:
+    """`ParamLog.has_optimizer`: whether the optimizer updates that parameter."""
+    ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    for pl in log.params:
+        live = pl._live()
+        pl.has_optimizer = live is not None and id(live) in ids
 
 
 @dataclass
@@ -225,9 +289,9 @@ class _CallOptions:
         if grads_to is not MISSING and grads_to is not None:
             raise NotImplementedError("save_gradients_to (gradient streaming) is not available in this release yet.")
         if save_gradients or gradients_to_save is not MISSING:
-            raise NotImplementedError("Gradient capture is not available in this release yet.")
-        if not keep_unsaved_layers:
-            raise NotImplementedError("keep_unsaved_layers=False is not available in this release yet.")
+            raise NotImplementedError(
+                "save_gradients / gradients_to_save (gradient capture) is not available in this release yet."
+            )
 
     def capture_extras(self) -> dict[str, Any]:
         return {
@@ -286,6 +350,9 @@ def _second_pass(
     wanted = {log._node_id(p) for p in resolve(log, call.layers_to_save)}
     wanted.update(log._record_index(p) for p in range(len(log)) if log._is_output(p))
     wanted_ids = frozenset(n for n in wanted if n < log._n_records)
+    if sink is not None:  # the saving pass reports final labels (spec §8.5)
+        labels = log._col("labels_w_pass")
+        sink.replay_labels({log._node_id(p): labels[p] for p in range(len(log))})
     cap2 = _capture(model, args, kwargs, call, sink, sink, save=wanted_ids)
     _check_same_graph(cap, cap2)
     saved = dict(cap2.session.saved)
@@ -306,45 +373,41 @@ def _finish(log: ModelLog, call: _CallOptions, sink: Any, t_start: float) -> Non
     log.time_total = time.perf_counter() - t_start
     vis = call.visualization
     if vis.mode != "none":
-        log.render_graph(
-            vis.mode,
-            vis.max_module_depth,
-            vis.output_path,
-            vis.graph_overrides,
-            vis.save_only,
-            vis.file_format,
-            vis.show_buffers,
-            vis.direction,
-        )
+        log.render_graph(**visualization_to_render_kwargs(vis))
 
 
 def _resolve_streaming(
     streaming: StreamingOptions | None, save_to: Any, keep: Any, sink: Any
-) -> tuple[str | None, bool]:
-    """(bundle path or None, keep activations in memory) from `streaming` and the deprecated flat kwargs."""
+) -> tuple[str | None, bool, Any]:
+    """(bundle path or None, keep activations in memory, activation callback or None) from `streaming`
+    and the deprecated flat kwargs."""
     from ._options import warn_deprecated
 
-    path = streaming.bundle_path if streaming is not None else None
-    retain = streaming.retain_in_memory if streaming is not None else True
-    callback = streaming.activation_callback if streaming is not None else None
+    opts = streaming if streaming is not None else StreamingOptions()
+    path, retain, callback = opts.bundle_path, opts.retain_in_memory, opts.activation_callback
+
+    def flat_value(old: str, new: str) -> None:
+        if opts.is_field_explicit(new):
+            raise TypeError(f"Do not pass both `{old}` and `streaming.{new}`.")
+        warn_deprecated(old, f"streaming=StreamingOptions({new}=...)")
+
     if save_to is not MISSING and save_to is not None:
-        if path is not None:
-            raise TypeError("Do not pass both `save_activations_to` and `streaming.bundle_path`.")
-        warn_deprecated("save_activations_to", "streaming=StreamingOptions(bundle_path=...)")
+        flat_value("save_activations_to", "bundle_path")
         path = save_to
     if keep is not MISSING:
-        warn_deprecated("keep_activations_in_memory", "streaming=StreamingOptions(retain_in_memory=...)")
+        flat_value("keep_activations_in_memory", "retain_in_memory")
         retain = bool(keep)
     if sink is not MISSING and sink is not None:
-        warn_deprecated("activation_sink", "streaming=StreamingOptions(activation_callback=...)")
+        flat_value("activation_sink", "activation_callback")
         callback = sink
     if callback is not None:
         if path is not None:
             raise ValueError("activation_callback is mutually exclusive with a bundle path.")
-        raise NotImplementedError("activation_callback / activation_sink is not available in this release yet.")
-    if path is None and not retain:
+        if not callable(callback):
+            raise TypeError(f"activation_callback must be callable, not {type(callback).__name__}.")
+    elif path is None and not retain:
         raise ValueError("keep_activations_in_memory=False requires a bundle path to stream activations to.")
-    return (None if path is None else str(path)), bool(retain)
+    return (None if path is None else str(path)), bool(retain), callback
 
 
 def _caller_site() -> tuple | None:
@@ -363,7 +426,7 @@ def _transformed_with_outputs(cap: _run.Capture) -> dict[int, Any]:
     tr = dict(cap.session.transformed)
     n = len(cap.session.records)
     for k, (producer, _, _) in enumerate(cap.session.outputs):
-        if producer in tr:
+        if producer in tr and n + k not in tr:
             tr[n + k] = tr[producer]
     return tr
 
@@ -399,7 +462,7 @@ def _weak(model: Any) -> Any:
 def _attach_outputs(log: ModelLog, cap: _run.Capture, saved: dict[int, torch.Tensor]) -> None:
     n = len(cap.session.records)
     for k, (producer, _, _) in enumerate(cap.session.outputs):
-        if producer in saved:
+        if producer in saved and n + k not in saved:  # the session keeps its own value for a changed output
             saved[n + k] = saved[producer]
 
 
@@ -426,74 +489,6 @@ def get_model_metadata(model: nn.Module, input_args: Any, input_kwargs: dict[str
     return log_model_metadata(model, input_args, input_kwargs)
 
 
-def show_model_graph(
-    model: nn.Module,
-    input_args: Any,
-    input_kwargs: dict[str, Any] | None = None,
-    vis_mode: str = "unrolled",
-    vis_nesting_depth: int = 1000,
-    vis_outpath: str = "modelgraph",
-    vis_graph_overrides: dict[str, Any] | None = None,
-    vis_save_only: bool = False,
-    vis_fileformat: str = "pdf",
-    vis_buffer_layers: Any = "meaningful",
-    vis_direction: str = "bottomup",
-    random_seed: int | None = None,
-    detect_recurrent_patterns: bool = True,
-    visualization: VisualizationOptions | None = None,
-    module: Any = None,
-) -> None:
-    """Log the model without saving activations and render its graph.
-
-    Args:
-        model: The module to run.
-        input_args: Positional input(s) for `forward`.
-        input_kwargs: Keyword inputs for `forward`.
-        vis_mode: `"unrolled"` (default) or `"rolled"`.
-        vis_nesting_depth: Collapse modules nested deeper than this.
-        vis_outpath: Output path without extension.
-        vis_graph_overrides: Extra graphviz graph attributes.
-        vis_save_only: Do not open a viewer.
-        vis_fileformat: Output format for `dot -T`.
-        vis_buffer_layers: Buffer visibility.
-        vis_direction: `"bottomup"`, `"topdown"` or `"leftright"`.
-        random_seed: Seed for the logged pass.
-        detect_recurrent_patterns: Full loop detection.
-        visualization: Options object; its explicitly set fields win over the flat arguments.
-        module: Focus the render on one module (address string, `"addr:k"` for one pass).
-    """
-    if visualization is not None:
-        o = visualization
-        vis_mode = o.mode if o.is_field_explicit("mode") else vis_mode
-        vis_nesting_depth = o.max_module_depth if o.is_field_explicit("max_module_depth") else vis_nesting_depth
-        vis_outpath = o.output_path if o.is_field_explicit("output_path") else vis_outpath
-        vis_save_only = o.save_only if o.is_field_explicit("save_only") else vis_save_only
-        vis_fileformat = o.file_format if o.is_field_explicit("file_format") else vis_fileformat
-        vis_direction = o.direction if o.is_field_explicit("direction") else vis_direction
-        vis_buffer_layers = o.show_buffers if o.is_field_explicit("show_buffers") else vis_buffer_layers
-    if vis_mode not in ("rolled", "unrolled"):
-        raise ValueError("Visualization option must be either 'none', 'rolled', or 'unrolled'.")
-    log = log_forward_pass(
-        model,
-        input_args,
-        input_kwargs,
-        layers_to_save=None,
-        random_seed=random_seed,
-        detect_recurrent_patterns=detect_recurrent_patterns,
-    )
-    log.render_graph(
-        vis_mode,
-        vis_nesting_depth,
-        vis_outpath,
-        vis_graph_overrides,
-        vis_save_only,
-        vis_fileformat,
-        vis_buffer_layers,
-        vis_direction,
-        module,
-    )
-
-
 def validate_forward_pass(
     model: nn.Module,
     input_args: Any,
@@ -512,6 +507,7 @@ def validate_forward_pass(
     if random_seed is None:
         random_seed = random.randint(1, 4294967294)
     args, kwargs = _run.normalize_inputs(model, input_args, input_kwargs)
+    check_model_and_input_variants(model, args, kwargs)
     truth = ground_truth(model, args, kwargs, random_seed)
     log = log_forward_pass(
         model,

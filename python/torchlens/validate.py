@@ -9,6 +9,7 @@ parent changes the replayed output (so parent attribution is real), (4) metadata
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections import OrderedDict
@@ -19,7 +20,7 @@ from torch import nn
 
 from ._capture import hot
 from ._capture.modules import model_device
-from ._capture.run import _clone_inputs, _walk_tensors, seed_everything
+from ._capture.run import _clone_inputs, seed_everything, walk_outputs
 from ._data import F_FUNC, F_OUT_INDEX, KIND_OP, ParentRef, map_captured, returns_none_self
 from ._errors import MetadataInvariantError
 from .log import modules, params, relations
@@ -35,8 +36,8 @@ _SKIP_PERTURB = frozenset(
     cross_entropy nll_loss size dim numel bernoulli_ bernoulli uniform_ normal_ random_ detach detach_
     requires_grad_ lstm gru rnn_tanh rnn_relu interpolate where masked_scatter masked_select
     _pad_packed_sequence pack_padded_sequence to type cpu cuda float double half int long bool
-    max_pool2d_with_indices argmax argmin topk sort argsort""".split()
-)
+    max_pool2d_with_indices argmax argmin topk sort argsort _op""".split()
+)  # `_op`: torchvision's compiled ops (spec §11.2), e.g. deform_conv2d's unused zero mask
 
 
 def ground_truth(model: nn.Module, args: list, kwargs: dict, random_seed: int) -> dict[str, torch.Tensor]:
@@ -55,7 +56,7 @@ def ground_truth(model: nn.Module, args: list, kwargs: dict, random_seed: int) -
         out = model(*gt_args, **gt_kwargs)
     # The same walk that names the logged output nodes, so ground truth is matched by output address.
     found: list[tuple[str, torch.Tensor]] = []
-    _walk_tensors(out, "output", found)
+    walk_outputs(out, found)
     truth_by_role = {role: t.detach().clone() for role, t in found}
     del out
     with torch.no_grad():
@@ -156,12 +157,15 @@ def _refs(obj: Any, out: list, depth: int = 0) -> list:
     return out
 
 
-def _replay(log: Any, nid: int, fa: tuple, values: dict[int, Any]) -> Any:
+def _replay(log: Any, nid: int, fa: tuple, values: dict[int, Any], whole: bool = False) -> Any:
+    """The op re-run on `values`: its result for this node, or with `whole` every tensor result of the call."""
     orig, cargs, ckwargs = fa
     args = _substitute(cargs, values)
     kwargs = _substitute(ckwargs, values)
     st = log._data.func_rng.get(nid)
-    with hot.paused(), torch.no_grad():
+    with hot.paused(), torch.no_grad(), contextlib.ExitStack() as regions:
+        for device_type, dtype in _autocast_regions(log, nid):
+            regions.enter_context(torch.autocast(device_type, dtype=dtype))
         if st is not None:
             torch.set_rng_state(st[0])
             if st[1] is not None:
@@ -175,8 +179,19 @@ def _replay(log: Any, nid: int, fa: tuple, values: dict[int, Any]) -> Any:
     if idx >= 0:
         if isinstance(out, dict):
             out = list(out.values())
+        if whole:
+            return [o for o in out if isinstance(o, torch.Tensor)]
         out = out[idx]
-    return out
+    return [out] if whole else out
+
+
+def _autocast_regions(log: Any, nid: int) -> list[tuple[str, torch.dtype]]:
+    """(device type, dtype) of each autocast region the op ran in (`_capture/opstate.py` records them)."""
+    d = log._data
+    states = getattr(d, "autocast_states", None)
+    if not states:
+        return []
+    return [(dev, dtype) for dev, enabled, dtype in states[d.autocast_ids.get(nid, 0)] if enabled]
 
 
 def _parent_value(log: Any, ref: Any) -> Any:
@@ -234,7 +249,11 @@ def _check_node(log: Any, pos: int, verbose: bool) -> bool:
     saved = log._activation(pos)
     if log._is_output(pos):
         if parents:
-            pv = log._activation(parents[0])
+            # The value the parent had when the model returned it (it differs from the parent's saved
+            # value when the tensor was changed in place through another alias after its op ran).
+            pv = relations.children_versions(log).get(parents[0], {}).get(labels[pos])
+            if pv is None:
+                pv = log._activation(parents[0])
             if pv is not None and saved is not None and not _same(saved, pv, exact=True):
                 print(f"Saved activations for layer {labels[pos]} do not match its parent {labels[parents[0]]}.")
                 return False
@@ -308,7 +327,7 @@ def _perturb_ok(
             if not isinstance(out2, torch.Tensor) or not _same(out, out2, exact=True):
                 changed = True
                 break
-        if changed:
+        if changed or _other_result_changed(log, nid, fa, values, nid_p):
             continue
         if _excused(name, out, v, others, fa):
             continue
@@ -319,6 +338,30 @@ def _perturb_ok(
         )
         return False
     return True
+
+
+def _other_result_changed(log: Any, nid: int, fa: tuple, values: dict, nid_p: int) -> bool:
+    """For one of several results of a call: whether perturbing the parent changes any result of the call.
+
+    Parents belong to the call (every logged argument is a parent of each result, spec §7.3), while a
+    result may depend on one argument only (`atleast_2d(x, v)[0]` is `x`), so the test is per call.
+    """
+    if log._records[nid][F_OUT_INDEX] < 0:
+        return False
+    try:
+        base = _replay(log, nid, fa, values, whole=True)
+    except Exception:
+        return False
+    for _ in range(3):
+        pert = dict(values)
+        pert[nid_p] = _nonsense(values[nid_p])
+        try:
+            outs = _replay(log, nid, fa, pert, whole=True)
+        except Exception:
+            return True
+        if len(outs) != len(base) or not all(_same(a, b, exact=True) for a, b in zip(base, outs, strict=True)):
+            return True
+    return False
 
 
 def _excused(name: str, out: torch.Tensor, parent: torch.Tensor, others: list, fa: tuple) -> bool:
@@ -345,8 +388,9 @@ def _fail(family: str, msg: str) -> None:
     raise MetadataInvariantError(f"[{family}] {msg}")
 
 
-def check_metadata_invariants(log: Any) -> bool:
+def check_metadata_invariants(model_log: Any) -> bool:
     """Families A-E, G-R of spec §11.3 (F, conditionals, is not attributed yet); raises MetadataInvariantError."""
+    log = model_log
     n = len(log)
     labels = log._col("labels")
     parents = log._col("parents")

@@ -3,7 +3,8 @@
 It lives under tests/ because pytest (the main user) already has tests/ on sys.path; benches/ and
 examples/ put tests/ on sys.path themselves. Submodules: `readme` (the README's SimpleRecurrent),
 `zoo` (small models covering the capture rules), `small` (models single tests are written
-against), `large` (torchvision / transformers models for validation), `bench` (benchmark set).
+against), `flops` (one model per FLOPs op family, for test_flops), `large` (torchvision /
+transformers models for validation), `bench` (benchmark set).
 Nothing here imports torchlens, so benches can run these models under another torchlens too.
 """
 

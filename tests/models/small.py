@@ -90,3 +90,33 @@ class BufferInplace(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.count.add_(1)
         return x + self.count
+
+
+# --------------------------------------------------------------------------- test_public_surface
+
+
+class SeqThenLoop(nn.Module):
+    """seq (Linear, ReLU), then fc applied twice, then a sum.
+
+    Labels: input_1, linear_1_1, relu_1_2, linear_2_3:1, linear_2_3:2, sum_1_4, output_1.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU())
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.seq(x)
+        for _ in range(2):
+            x = self.fc(x)
+        return x.sum()
+
+
+class SignBranch(nn.Module):
+    """A data-dependent graph: relu for inputs with a positive sum, tanh then sigmoid otherwise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:
+            return torch.relu(x)
+        return torch.sigmoid(torch.tanh(x))

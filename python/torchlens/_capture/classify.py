@@ -8,9 +8,11 @@ Python call per op would be a measurable share of the capture cost.
 
 A session provides: `pending_buffers` (truthy while model buffers wait for their first use) and
 `_buffers_in(items)`, `by_root` and `protect(t)` (copy-on-write of kept outputs), `ncalls`, and
-`_log(t, fid, tid, out_index, args, kwargs, bottom)` for each tensor that becomes a node, and
-`_log_inplace` (same arguments) for a changed input `args[0]` that becomes a node: its parents
-must be read before it takes its new tag.
+`_log(t, fid, tid, out_index, args, kwargs, bottom)` for a lone tensor that becomes a node,
+`_log_multi(items, fid, tid, args, kwargs, bottom)` for the `(out_index, tensor)` results of a call
+returning several (every one's parents are the arguments' tags from before any result is tagged:
+a result can be one of the arguments), and `_log_inplace` (same arguments as `_log`) for a changed
+input `args[0]` that becomes a node: its parents must be read before it takes its new tag.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from time import perf_counter
 from typing import Any
 
 from torch import Tensor
+from torch.nn import Parameter
 
 from .._data import FLAG_INPLACE, FLAG_RETURNS_NONE_SELF, FLAG_SELF_NOT_PARENT, OUT_SINGLE
-from .hot import raw_view_as
+from .hot import FLAG_INPLACE_ARG, INPLACE_POS_SHIFT, raw_view_as
 
 
 def make_call(tag: str, timed: bool) -> Callable[..., Any]:
@@ -32,6 +35,7 @@ def make_call(tag: str, timed: bool) -> Callable[..., Any]:
     """
     _type = type
     _getattr = getattr
+    _len = len
     _perf = perf_counter
     _raw_view_as = raw_view_as
 
@@ -41,6 +45,10 @@ def make_call(tag: str, timed: bool) -> Callable[..., Any]:
             self._buffers_in(args)
             if kwargs:
                 self._buffers_in(kwargs.values())
+        if flags & FLAG_INPLACE_ARG:
+            pos = flags >> INPLACE_POS_SHIFT
+            if kwargs.get("inplace", False) if "inplace" in kwargs else (_len(args) > pos and args[pos] is True):
+                flags |= FLAG_INPLACE
         if flags & FLAG_INPLACE and self.by_root and args and isinstance(args[0], Tensor):
             self.protect(args[0])
         n0 = self.ncalls + 1
@@ -74,22 +82,27 @@ def make_call(tag: str, timed: bool) -> Callable[..., Any]:
             if bottom or _getattr(out, tag, None) is None:
                 self._log(out, fid, tid, OUT_SINGLE, args, kwargs, bottom)
             return out
+        if to is Parameter:
+            # A non-in-place op handed back its parameter argument (w.float(), w.to(w.dtype),
+            # w.contiguous()): like 2.15, a node with the parameter recorded on it, holding a
+            # plain-tensor alias of it (the caller gets the alias).
+            if bottom and args and out is args[0] and not flags & FLAG_INPLACE:
+                out = _raw_view_as(out, out)
+                self._log(out, fid, tid, OUT_SINGLE, args, kwargs, bottom)
+            return out
         if out is None:
             if flags & FLAG_RETURNS_NONE_SELF and bottom and args and isinstance(args[0], Tensor):
                 self._log_inplace(args[0], fid, tid, OUT_SINGLE, args, kwargs, bottom)
             return out
         if to is tuple or to is list or isinstance(out, tuple | list):
-            i = 0
-            for o in out:
-                if _type(o) is Tensor and (bottom or _getattr(o, tag, None) is None):
-                    self._log(o, fid, tid, i, args, kwargs, bottom)
-                i += 1
+            items = out
         elif isinstance(out, dict):
-            i = 0
-            for o in out.values():
-                if _type(o) is Tensor and (bottom or _getattr(o, tag, None) is None):
-                    self._log(o, fid, tid, i, args, kwargs, bottom)
-                i += 1
+            items = out.values()
+        else:
+            return out
+        new = [(i, o) for i, o in enumerate(items) if _type(o) is Tensor and (bottom or _getattr(o, tag, None) is None)]
+        if new:
+            self._log_multi(new, fid, tid, args, kwargs, bottom)
         return out
 
     return call

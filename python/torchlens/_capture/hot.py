@@ -35,7 +35,7 @@ def make_wrapper(orig: Any, name: str, layer_type: str) -> Any:
 
     fid = intern(name)
     tid = intern(layer_type)
-    flags = op_flags(name)
+    flags = op_flags(name) | _inplace_arg_flags(orig)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         s = _session
@@ -48,6 +48,25 @@ def make_wrapper(orig: Any, name: str, layer_type: str) -> Any:
     wrapper.__doc__ = getattr(orig, "__doc__", None)
     wrapper.__torchlens_original__ = orig  # type: ignore[attr-defined]
     return wrapper
+
+
+# A function with an `inplace` parameter (F.leaky_relu, F.silu, F.hardswish, F.dropout, ...) changes
+# its input when called with inplace=True, whatever its name: the call is then treated as in-place
+# (classify.py). The parameter's position is kept in the bits above INPLACE_POS_SHIFT.
+FLAG_INPLACE_ARG = 1 << 8
+INPLACE_POS_SHIFT = 16
+
+
+def _inplace_arg_flags(orig: Any) -> int:
+    code = getattr(orig, "__code__", None)
+    if code is None:
+        return 0
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    if "inplace" not in names:
+        return 0
+    pos = names.index("inplace")
+    # A keyword-only `inplace` can never arrive positionally: point its position past any call.
+    return FLAG_INPLACE_ARG | ((pos if pos < code.co_argcount else 0xFFFF) << INPLACE_POS_SHIFT)
 
 
 class paused:

@@ -9,10 +9,13 @@ import torch
 from torch import Tensor, nn
 
 from . import hot, wrap
+from .alias import stale
 from .session import Session, _classify, _code_class, _getframe
 from .strings import intern
 
-_TENSOR_DEPTH = 4
+# A module's returned tensors are searched three levels down (2.15's "nested search depth 4" counts
+# the value itself): an ImageList's tensors exit, a ModelOutput's cache keys (four levels) do not.
+_TENSOR_DEPTH = 3
 TAG = hot.TAG
 _ALWAYS = 1 << 62  # nn.Identity: every output gets an identity node
 
@@ -37,8 +40,37 @@ def _caller_site(session: Session) -> int:
     return sid
 
 
+_LEAVES = (str, bytes, int, float, complex, bool, type(None), torch.dtype, torch.device, type)
+
+
+def object_attributes(o: Any) -> list[tuple[str, Any]]:
+    """The attributes 2.15 searches for tensors in a returned object (a `ModelOutput`, a cache, an
+    `ImageList`): `dir()` order, dunders and callables (methods) skipped, unreadable ones too."""
+    if isinstance(o, _LEAVES) or callable(o):
+        return []
+    try:
+        names = dir(o)
+    except Exception:
+        return []
+    out = []
+    for name in names:
+        if name.startswith("__") and name.endswith("__"):
+            continue
+        try:
+            v = getattr(o, name)
+        except Exception:
+            continue
+        if not callable(v) or isinstance(v, Tensor):
+            out.append((name, v))
+    return out
+
+
 def _replace_outputs(out: Any, fix: Any, depth: int = 0) -> Any:
-    """Apply `fix` to every tensor in a module's return value; rebuild containers only if needed."""
+    """Apply `fix` to every tensor in a module's return value; rebuild containers only if needed.
+
+    Tensors held by other objects (and dict subclasses' attributes) are visited as 2.15 does, but
+    stay in place: `fix` only replaces a tensor whose node went stale, which a plain container can
+    take back."""
     if type(out) is Tensor:
         return fix(out)
     if depth >= _TENSOR_DEPTH:
@@ -53,7 +85,10 @@ def _replace_outputs(out: Any, fix: Any, depth: int = 0) -> Any:
             nv = _replace_outputs(v, fix, depth + 1)
             if nv is not v:
                 out[k] = nv
-        return out
+        if type(out) is dict:
+            return out
+    for _, v in object_attributes(out):
+        _replace_outputs(v, fix, depth + 1)
     return out
 
 
@@ -208,7 +243,10 @@ class PreparedModel:
         self.pass_counts[index] = k
         addr_id = self.addr_ids[index]
         # Any output node older than this is a pass-through (an input or an earlier tensor returned
-        # unchanged) and gets an identity node so the module has an output of its own (spec §7.4).
+        # unchanged) and gets an identity node so the module has an output of its own (spec §7.4);
+        # as in 2.15 that node is a dead end: the caller keeps the tensor, which keeps its node.
+        # So does an output whose node went stale: an in-place write through another alias changed
+        # it after its node was made (`alias.py`), so no node holds the value the caller receives.
         first_new = _ALWAYS if self.identity[index] else len(session.records)
         prev = session.stack_id
         stacks = session.module_stacks
@@ -223,12 +261,23 @@ class PreparedModel:
             if type(out) is Tensor:
                 tg = getattr(out, TAG, None)
                 if tg is not None:
-                    if tg < first_new:
+                    if session.writes and stale(session.writes, out, tg):
                         out = session.log_identity(out)
                         tg = getattr(out, TAG)
+                    elif tg < first_new:
+                        # 2.15: the identity node is a side branch; the caller keeps the tensor.
+                        tg = getattr(session.log_identity(out), TAG)
                     session.module_exits.append((tg, addr_id, k))
             else:
-                out = _replace_outputs(out, lambda t: self._exit_tensor(t, addr_id, k, first_new))
+                seen: set[int] = set()  # a tensor held twice (a key and an attribute) exits once
+
+                def fix(t: Tensor) -> Tensor:
+                    if id(t) in seen:
+                        return t
+                    seen.add(id(t))
+                    return self._exit_tensor(t, addr_id, k, first_new)
+
+                out = _replace_outputs(out, fix)
         finally:
             session.stack_id = prev
         return out
@@ -237,9 +286,12 @@ class PreparedModel:
         tg = getattr(t, TAG, None)
         if tg is None:
             return t
-        if tg < first_new:
+        writes = self.session.writes
+        if writes and stale(writes, t, tg):
             t = self.session.log_identity(t)
             tg = getattr(t, TAG)
+        elif tg < first_new:
+            tg = getattr(self.session.log_identity(t), TAG)
         self.session.module_exits.append((tg, addr_id, k))
         return t
 

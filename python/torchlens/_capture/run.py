@@ -6,7 +6,9 @@ import gc
 import inspect
 import random
 import threading
+import types
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +18,7 @@ from torch import Tensor, nn
 
 from .._data import CaptureData, ModuleInfo, ParamInfo
 from . import hot, wrap
-from .modules import PreparedModel, model_device
+from .modules import PreparedModel, model_device, object_attributes
 from .session import Session
 from .strings import STRINGS
 
@@ -117,6 +119,38 @@ def _walk_tensors(obj: Any, path: str, found: list[tuple[str, Tensor]], depth: i
             _walk_tensors(v, f"{path}.{k}", found, depth + 1)
 
 
+_OUTPUT_DEPTH = 4
+_LEAVES = (str, bytes, int, float, complex, bool, type(None), torch.dtype, torch.device, type, types.ModuleType)
+
+
+def walk_outputs(obj: Any, found: list[tuple[str, Tensor]]) -> None:
+    """The tensors of a returned value by output address, in 2.15's order (spec §5.4).
+
+    Breadth first from `output`, at most four levels down: lists, tuples and sets by index, dicts
+    (and dict subclasses such as transformers' `ModelOutput`) by key and then, like any other object
+    (a dataclass, a namedtuple, a `DynamicCache`), by attribute: `dir()` order, dunders and callables
+    skipped, each name stripped of `_` (`output.cache.layers.0.keys`). An address already taken is
+    skipped; the same tensor at two addresses is two outputs.
+    """
+    seen: set[str] = set()
+    queue: deque[tuple[Any, str, int]] = deque([(obj, "output", 0)])
+    while queue:
+        o, path, depth = queue.popleft()
+        if isinstance(o, Tensor):
+            if path not in seen and not isinstance(o, nn.Parameter):
+                seen.add(path)
+                found.append((path, o))
+            continue
+        if depth >= _OUTPUT_DEPTH or isinstance(o, _LEAVES) or callable(o):
+            continue
+        if type(o) is list or type(o) is tuple or isinstance(o, set | frozenset):
+            queue.extend((v, f"{path}.{i}", depth + 1) for i, v in enumerate(o))
+            continue
+        if isinstance(o, dict):
+            queue.extend((v, f"{path}.{k}", depth + 1) for k, v in o.items())
+        queue.extend((v, f"{path}.{name.strip('_')}", depth + 1) for name, v in object_attributes(o))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -179,7 +213,7 @@ def _run_capture_once(
             # Something outside the intercepted calls wrote into a saved tensor: redo with copies.
             raise _RetryWithCopies
         outs: list[tuple[str, Tensor]] = []
-        _walk_tensors(output, "output", outs)
+        walk_outputs(output, outs)
         for role, t in outs:
             session.add_output(t, role)
         return Capture(session, prepared, output, roles, t1 - t0)
@@ -252,6 +286,9 @@ def from_capture(cap: Capture) -> CaptureData:
         func_args=s.func_args,
         func_rng=s.func_rng,
         module_objects=_module_objects(plan, prep),
+        autograd_saved=s.opstate.saved,
+        autocast_states=s.opstate.states,
+        autocast_ids=s.opstate.ids,
     )
 
 

@@ -19,18 +19,28 @@ from .._data import (
     KIND_BUFFER,
     KIND_INPUT,
     KIND_OP,
+    KWARG_PARENTS,
     NO_STR,
     NO_TOKENS,
     OUT_SINGLE,
-    GeneratorSnapshot,
+    PARENT_LIMITS,
     ParentRef,
+    raw_label,
+    raw_type_counts,
 )
-from . import hot
+from . import alias, hot
+from .captured import copy_arg as _copy_arg
+from .captured import identity, prune_versions
+from .captured import rng_state as _rng_state
 from .classify import make_call
+from .opstate import OpState
+from .opstate import any_autocast as _any_autocast
 from .strings import intern
 
 TAG = hot.TAG
 _MASK = (1 << 64) - 1
+_PARENT_LIMITS = {intern(name): n for name, n in PARENT_LIMITS.items()}
+_KWARG_PARENTS = {intern(name): names for name, names in KWARG_PARENTS.items()}
 _SCALARS = (int, float, bool, str, type(None), complex)
 _FUNC_NONE = intern("none")
 _TYPE_INPUT = intern("input")
@@ -78,11 +88,14 @@ def _tok(a: Any, depth: int = 0) -> Any:
         return tuple([_tok(b, depth + 1) for b in a])
     if ta is dict and depth < 10:
         return tuple([(k, _tok(v, depth + 1)) for k, v in a.items()])
+    if ta is slice:  # `x[t0:4] = v` with a 0-d tensor bound: unhashable before Python 3.12
+        return (slice, _tok(a.start, depth + 1), _tok(a.stop, depth + 1), _tok(a.step, depth + 1))
     try:
         _hash(a)
         return a
     except TypeError:
-        return str(a)
+        with hot.paused():  # printing a tensor inside `a` runs torch functions: not the model's ops
+            return str(a)
 
 
 class Session:
@@ -111,6 +124,8 @@ class Session:
         self._dt = 0.0
         self.func_args: dict[int, tuple] = {}
         self.func_rng: dict[int, Any] = {}
+        self.opstate = OpState()  # autograd-saved bytes and autocast state per op
+        self._opstate_always = self.opstate.always
         self.buffer_nid: dict[int, int] = {}
         self.save_args = save_args
         self.save_rng = save_rng
@@ -129,6 +144,8 @@ class Session:
         self.copy_all = copy_all
         self.by_root: dict[int, list[int]] = {}
         self.ref_versions: dict[int, int] = {}
+        # Written storage -> the in-place writes into it, as (node id, geometry) (see `alias.py`).
+        self.writes: dict[int, list] = {}
         self.save_all = save == "all"
         self.save_set: frozenset[int] | None = save if isinstance(save, frozenset) else None
         self.detach = detach
@@ -186,10 +203,22 @@ class Session:
                         tg = self._log_buffer(a, tg)
                     parents.append(tg)
 
-    def _log(self, t: Tensor, fid: int, tid: int, out_index: int, args: tuple, kwargs: dict, bottom: bool) -> None:
+    def _log(
+        self,
+        t: Tensor,
+        fid: int,
+        tid: int,
+        out_index: int,
+        args: tuple,
+        kwargs: dict,
+        bottom: bool,
+        defer: bool = False,
+        depth: int = 3,
+    ) -> int:
         parents: list[int] = []
         params: list[int] = []
         toks: list[Any] = []
+        nested: list[int] = []  # parents inside list/tuple arguments come after the direct ones (2.15)
         for a in args:
             ta = _type(a)
             if ta is Tensor:
@@ -208,10 +237,21 @@ class Session:
                 toks.append(a)
             else:
                 if ta is tuple or ta is list or isinstance(a, Tensor):
-                    self._scan((a,), parents, params)
+                    self._scan((a,), nested, params)
                 toks.append(_tok(a))
+        if nested:
+            parents += nested
+        limit = _PARENT_LIMITS.get(fid)
+        if limit is not None:  # only the leading arguments can be parents (`_data.PARENT_LIMITS`)
+            parents = []
+            self._scan(args[:limit], parents, [])
         if kwargs:
-            self._scan(kwargs.values(), parents, params)
+            # Keyword arguments are no edges, as in 2.15: a tensor or parameter passed by keyword
+            # (`attn_mask=`, `weight=`) is neither a parent nor a parameter of the op, except for
+            # the few of `_data.KWARG_PARENTS`.
+            names = _KWARG_PARENTS.get(fid)
+            if names is not None:
+                self._scan([kwargs[k] for k in names if k in kwargs], parents, [])
             tk = (tuple(toks), tuple([(k, _tok(v)) for k, v in kwargs.items()]))
         else:
             tk = (tuple(toks), ())
@@ -219,7 +259,7 @@ class Session:
         self.op_times.append(self._dt)
         arg_hash = 0 if params else _hash(tk) & _MASK
         # Call site: the frames between the op and the nearest module call, interned as one id.
-        f = _getframe(3)
+        f = _getframe(depth)
         co = f.f_code
         c = _code_class.get(id(co))
         if c is None:
@@ -257,9 +297,28 @@ class Session:
         self.records.append(
             (KIND_OP, fid, tid, arg_hash, out_index, self.stack_id, tuple(params), tuple(parents), NO_STR)
         )
-        self._tag_and_meta(t, nid)
+        # Most ops need no per-op state (no grad_fn, no autocast region): skip the call.
+        if t.grad_fn is not None or self._opstate_always or _any_autocast():
+            self.opstate.note(t, nid)
+        if not defer:
+            self._tag_and_meta(t, nid)
+        return nid
 
-    _log_inplace = _log  # `_log` reads the parents before tagging
+    def _log_multi(self, items: list, fid: int, tid: int, args: tuple, kwargs: dict, bottom: bool) -> None:
+        """Several results of one call: every record reads the arguments' tags before any result is tagged
+        (a result can be an argument itself, e.g. `broadcast_tensors` hands back a tensor it did not expand)."""
+        nids = [self._log(o, fid, tid, i, args, kwargs, bottom, True, 4) for i, o in items]
+        for (_, o), nid in zip(items, nids, strict=True):
+            self._tag_and_meta(o, nid)
+
+    def _log_inplace(
+        self, t: Tensor, fid: int, tid: int, out_index: int, args: tuple, kwargs: dict, bottom: bool
+    ) -> None:
+        """`t` (an argument) was changed in place: it becomes a new node, and its storage is marked written so
+        that an older node sharing it is known to no longer hold the value the storage now has."""
+        nid = self._log(t, fid, tid, out_index, args, kwargs, bottom, True, 4)
+        alias.note_write(self.writes, t, nid)
+        self._tag_and_meta(t, nid)
 
     def _tag_and_meta(self, t: Tensor, nid: int) -> None:
         if _getattr(t, TAG, None) is None:
@@ -333,8 +392,9 @@ class Session:
     # ------------------------------------------------------------------ sources
     def log_input(self, t: Tensor, role: str) -> None:
         nid = _len(self.records)
-        # The role is hashed in so that two inputs never merge into one multi-pass layer (a 2.15 quirk).
-        h = _hash((tuple(t.shape), str(t.dtype), role)) & _MASK
+        # Fingerprint: shape and dtype only (spec §6.1), so that inputs feeding the same parameter op
+        # can merge into one multi-pass input layer, as in 2.15 (`input_1:1`, `input_1:2`).
+        h = _hash((tuple(t.shape), str(t.dtype))) & _MASK
         self.records.append((KIND_INPUT, _FUNC_NONE, _TYPE_INPUT, h, OUT_SINGLE, 0, (), (), intern(role)))
         self._source_extras()
         self._tag_and_meta(t, nid)
@@ -372,6 +432,8 @@ class Session:
         alias = _raw_view_as(t, t)
         self._dt = 0.0
         self._log(alias, _FUNC_IDENTITY, _TYPE_IDENTITY, OUT_SINGLE, (t,), {}, True)
+        if self.save_args:  # the value the module handed back, which its node lacks if it went stale
+            self.func_args[_len(self.records) - 1] = (identity, (_copy_arg(t, []),), {})
         return alias
 
     def add_output(self, t: Tensor, role: str) -> None:
@@ -381,6 +443,36 @@ class Session:
         h = _hash((tuple(t.shape), str(t.dtype))) & _MASK
         self.outputs.append((tg, intern(role), h))
         self.output_tensors.append(t)
+        sink = self.sink
+        streamed = (
+            sink is not None
+            and not sink.keep
+            and (self.save_all or (self.save_set is not None and tg in self.save_set))
+        )
+        if (tg in self.saved or tg in self.transformed or streamed) and alias.output_value(
+            t, alias.stale(self.writes, t, tg), self.saved.get(tg)
+        ):
+            self._keep_output(t, _len(self.records) + _len(self.outputs) - 1)
+
+    def _keep_output(self, t: Tensor, nid: int) -> None:
+        """An output node's own value: the returned tensor as the caller got it, when its producer's saved
+        value is older (spec §8.1: an output's activation is a copy of the returned tensor)."""
+        c = _raw_clone(t)
+        if self.detach:
+            c = _raw_detach(c)
+        tr = None
+        if self.postfunc is not None:
+            with hot.paused():
+                tr = self.postfunc(c)
+        stream_own = getattr(self.sink, "stream_output", None)
+        if stream_own is not None and not self.sink.keep:  # nothing kept in memory: straight to the bundle
+            stream_own(self, c if self.save_raw else None, tr, nid)
+            return
+        if self.postfunc is not None:
+            self.transformed[nid] = tr
+            if not self.save_raw:
+                return
+        self.saved[nid] = c
 
     # ------------------------------------------------------------------ modules
     def _walk_rest(self, key: tuple, f: Any) -> tuple:
@@ -413,10 +505,26 @@ class Session:
         cap = None
         refs: list[tuple[ParentRef, Tensor]] = []
         if self.save_args:
-            cap = (orig, _copy_arg(args, refs), _copy_arg(kwargs, refs))
+            limit = _PARENT_LIMITS.get(fid)
+            cargs = (
+                _copy_arg(args, refs)
+                if limit is None
+                else tuple(_copy_arg(a, refs if i < limit else None, 1) for i, a in enumerate(args))
+            )
+            names = _KWARG_PARENTS.get(fid, ())
+            cap = (orig, cargs, {k: _copy_arg(v, refs if k in names else None, 1) for k, v in kwargs.items()})
         rng = _rng_state() if self.save_rng else None
+        n_calls = self.ncalls
         out = Session.call(self, orig, fid, tid, flags, args, kwargs)
-        for r, _t in refs:
+        # A call that ran other wrapped calls reads its parents' tags after them (an inner call may
+        # have re-tagged an argument): each captured argument names the node the record names.
+        inner = self.ncalls != n_calls + 1
+        for r, t in refs:
+            if inner:
+                tg = _getattr(t, TAG, None)
+                # (not a node this call made: an in-place call re-tags its own first argument)
+                if tg is not None and 0 <= tg < n_before:
+                    r.nid = tg
             if r.nid < 0:
                 r.nid = self.buffer_nid.get(-r.nid - 1, -1)
         for nid in range(n_before, _len(records)):
@@ -429,32 +537,7 @@ class Session:
 
     def prune_arg_versions(self) -> None:
         """Drop each captured parent value that equals the parent's saved activation (keep the differing ones)."""
-        from torch import equal
-
-        saved = self.saved
-        seen: set[int] = set()
-        for cap in self.func_args.values():
-            if cap is None or id(cap) in seen:
-                continue
-            seen.add(id(cap))
-            stack = [cap[1], cap[2]]
-            while stack:
-                v = stack.pop()
-                tv = _type(v)
-                if tv is ParentRef:
-                    s = saved.get(v.nid)
-                    val = v.value
-                    if s is not None and isinstance(val, Tensor):
-                        try:
-                            same = s.shape == val.shape and s.dtype == val.dtype and bool(equal(_raw_detach(s), val))
-                        except Exception:
-                            same = False
-                        if same:
-                            v.value = None
-                elif tv is list or tv is tuple:
-                    stack.extend(v)
-                elif tv is dict:
-                    stack.extend(v.values())
+        prune_versions(self.saved, self.func_args)
 
     def _save_post(self, t: Tensor, nid: int) -> None:
         """Save path with an activation postfunc: keep a copy and the postfunc's result."""
@@ -467,14 +550,20 @@ class Session:
             except Exception as e:
                 from .._errors import TorchLensPostfuncError
 
-                label = f"{_type_name(self, nid)}_{nid + 1}_raw"
+                recs = self.records
+                label = raw_label(
+                    _type_name(self, nid), recs[nid][F_KIND], raw_type_counts(recs[: nid + 1])[nid], nid + 1
+                )
                 raise TorchLensPostfuncError(
                     f"activation_postfunc raised for layer {label} (raw={label}, func={_func_name(self, nid)}, "
-                    f"shape={tuple(t.shape)}, dtype={t.dtype}, streaming_active=False)."
+                    f"shape={tuple(t.shape)}, dtype={t.dtype}, "
+                    f"streaming_active={self.sink is not None and self.sink.streaming_active})."
                 ) from e
         self.transformed[nid] = tr
         if self.save_raw:
             self.saved[nid] = c
+        if self.sink is not None:  # streaming (`io.StreamSink` / `io.CallbackSink`): raw copy if kept, and tr
+            self.sink.post(self, c if self.save_raw else None, tr, nid)
 
     # ------------------------------------------------------------------ teardown
     def strip_tags(self) -> None:
@@ -506,34 +595,3 @@ def _func_name(s: Session, nid: int) -> str:
     from .strings import STRINGS
 
     return STRINGS[s.records[nid][F_FUNC]]
-
-
-def _rng_state() -> Any:
-    import torch
-
-    cpu = torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    return (cpu, cuda)
-
-
-def _copy_arg(a: Any, refs: list, depth: int = 0) -> Any:
-    """Copy of one call argument as it was before the call: tensors cloned, logged tensors as ParentRef."""
-    if isinstance(a, Tensor):
-        if isinstance(a, Parameter):
-            return a
-        tg = _getattr(a, TAG, None)
-        c = _raw_detach(_raw_clone(a))
-        if tg is not None:
-            r = ParentRef(tg, c)
-            refs.append((r, a))
-            return r
-        return c
-    if _type(a).__name__ == "Generator" and hasattr(a, "get_state"):
-        return GeneratorSnapshot(a)
-    if depth < 6:
-        ta = _type(a)
-        if ta is tuple or ta is list:
-            return ta([_copy_arg(b, refs, depth + 1) for b in a])
-        if ta is dict:
-            return {k: _copy_arg(v, refs, depth + 1) for k, v in a.items()}
-    return a

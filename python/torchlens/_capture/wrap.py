@@ -24,7 +24,7 @@ _TENSOR_SKIP = frozenset(
     backward requires_grad_ retain_grad share_memory_ is_shared is_pinned is_set_to is_signed
     is_nonzero is_inference is_neg is_conj is_coalesced is_same_size has_names refine_names rename
     rename_ align_to align_as unflatten_dense_tensors dim_order module_load register_post_accumulate_grad_hook
-    nbytes itemsize apply_ map_ map2_ record_stream pin_memory cpu cuda type_as""".split()
+    nbytes itemsize apply_ map_ map2_ record_stream pin_memory""".split()
 )
 
 # Tensor members kept under capture even though they return a tensor only sometimes.
@@ -39,12 +39,19 @@ _TENSOR_DUNDERS = frozenset(
 
 _TENSOR_PROPERTIES = ("T", "mT", "H", "mH", "real", "imag")
 
-# Factories that `get_ignored_functions()` lists but that create tensors inside forward.
+# Callables `get_ignored_functions()` lists that 2.15 wraps all the same (spec §7.1): factories
+# creating tensors inside forward, `fft.*freq`, cudnn/mkldnn kernels, and the `nn.functional`
+# activations that call `torch._C._nn` directly (hardswish / hardsigmoid in squeeze-excitation
+# blocks). `empty`, `*_like` random factories and `asarray` stay unwrapped, as in 2.15.
 _FACTORIES = frozenset(
     """tensor as_tensor from_numpy zeros ones full arange range linspace logspace eye rand randn
-    randint randperm normal zeros_like ones_like full_like rand_like randn_like randint_like empty
-    empty_like scalar_tensor tril_indices triu_indices vander as_strided bartlett_window
-    blackman_window hamming_window hann_window kaiser_window""".split()
+    randint randperm normal scalar_tensor tril_indices triu_indices vander as_strided
+    sparse_coo_tensor load from_file bartlett_window blackman_window hamming_window hann_window
+    kaiser_window fftfreq rfftfreq cudnn_affine_grid_generator cudnn_batch_norm cudnn_convolution
+    cudnn_convolution_add_relu cudnn_convolution_relu cudnn_convolution_transpose cudnn_grid_sampler
+    mkldnn_adaptive_avg_pool2d mkldnn_convolution mkldnn_linear_backward_weights mkldnn_max_pool2d
+    mkldnn_max_pool3d mkldnn_rnn_layer hardsigmoid hardswish sigmoid tanh upsample upsample_bilinear
+    upsample_nearest""".split()
 )
 
 _TORCH_SKIP = frozenset(
@@ -220,6 +227,7 @@ def wrap_torch() -> None:
     _install_transform_guards()
     _installed = True
     _crawl_new_modules()
+    _wrap_torchvision_ops()
 
 
 def unwrap_torch() -> None:
@@ -228,6 +236,7 @@ def unwrap_torch() -> None:
     if not _installed:
         return
     _remove_module_call()
+    _unwrap_torchvision_ops()
     _remove_registration_hooks()
     _remove_transform_guards()
     try:
@@ -286,6 +295,35 @@ def ensure_wrapped() -> None:
         wrap_torch()
     else:
         _crawl_new_modules()
+        _wrap_torchvision_ops()
+
+
+_TORCHVISION_OPS = ("nms", "deform_conv2d", "ps_roi_align", "ps_roi_pool", "roi_align", "roi_pool")
+_tv_targets: list[_Target] = []
+
+
+def _wrap_torchvision_ops() -> None:
+    """Once torchvision is loaded: its compiled ops (`torch.ops.torchvision.roi_align`, ...) as 2.15 wraps
+    them, through each op packet's `_op` (so every one logs as `_op`, layer type `op`)."""
+    if _tv_targets or "torchvision" not in sys.modules:
+        return
+    for name in _TORCHVISION_OPS:
+        try:
+            packet = getattr(torch.ops.torchvision, name)
+            orig = packet._op
+        except (AttributeError, RuntimeError):
+            continue
+        t = _Target(packet, "_op", orig, True)
+        t.wrapper = _wrappers_by_orig.get(id(orig)) or hot.make_wrapper(orig, "_op", "op")
+        _wrappers_by_orig[id(orig)] = t.wrapper
+        packet._op = t.wrapper
+        _tv_targets.append(t)
+
+
+def _unwrap_torchvision_ops() -> None:
+    for t in _tv_targets:
+        setattr(t.owner, t.name, t.original)
+    _tv_targets.clear()
 
 
 def original_of(wrapper: Any) -> Any:

@@ -235,6 +235,16 @@ class FastSession:
         )
         self._event(ev, t, self.keep_op, self.op_default, self.decider.true_op)
 
+    def _log_multi(self, items: list, fid: int, tid: int, args: tuple, kwargs: dict, bottom: bool) -> None:
+        if any(_getattr(o, TAG, None) is not None for _, o in items):
+            # A result that is one of the arguments is about to be re-tagged: read the parents first.
+            labels = self.parent_labels(args, kwargs)
+            for i, o in items:
+                self._log(o, fid, tid, i, labels, _RESOLVED, bottom)
+        else:
+            for i, o in items:
+                self._log(o, fid, tid, i, args, kwargs, bottom)
+
     def _log_inplace(
         self, t: Tensor, fid: int, tid: int, out_index: int, args: tuple, kwargs: dict, bottom: bool
     ) -> None:

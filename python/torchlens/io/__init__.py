@@ -8,6 +8,7 @@ all file I/O.
 * `_save`: `save` and the commit shared by every writer.
 * `_load`: `load`.
 * `_stream`: `StreamSink`, the streaming writer used during capture.
+* `_callback`: `CallbackSink`, streaming to a user callable (`activation_callback`).
 * `_recover`: `recover_bundle`, `cleanup_tmp`.
 * `_refs`: `LazyActivationRef`, reading a blob, which tensors a blob can hold.
 * `_schema`: `CaptureData` <-> `metadata.json`.
@@ -16,6 +17,7 @@ all file I/O.
 from __future__ import annotations
 
 from .._errors import TorchLensIOError
+from ._callback import CallbackSink
 from ._load import load
 from ._recover import cleanup_tmp, recover_bundle
 from ._refs import LazyActivationRef
@@ -23,6 +25,7 @@ from ._save import save
 from ._stream import StreamSink
 
 __all__ = [
+    "CallbackSink",
     "LazyActivationRef",
     "StreamSink",
     "TorchLensIOError",

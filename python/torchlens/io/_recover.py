@@ -57,7 +57,7 @@ def recover_bundle(path: str | os.PathLike) -> str:
     labels = log._col("labels_w_pass")
     pos_of = {nid: q for q, nid in enumerate(log._node_ids)}
     tensors = []
-    activations = []
+    maps: dict[str, list[list[int]]] = {"activation": [], "transformed_activation": []}
     blobs = tmp / "blobs"
     for f in sorted(blobs.iterdir()) if blobs.is_dir() else []:
         if f.is_symlink() or not f.name.endswith(".safetensors") or not f.is_file():
@@ -68,23 +68,37 @@ def recover_bundle(path: str | os.PathLike) -> str:
             dtype, shape, hmeta, nbytes, sha = _core.blob_scan(str(f))
             hm = dict(hmeta)
             nid = int(hm["node"])
+            kind = str(hm.get("kind", "activation"))
             dev = str(hm.get("device", "cpu"))
             bid = int(f.name.split(".")[0])
         except (TorchLensIOError, KeyError, ValueError):
             f.unlink()  # cut short by the crash
             continue
-        if nid not in pos_of or bid != nid + 1:
+        # Streamed blob ids: node + 1; with a postfunc 2 * node + 1 (raw) and 2 * node + 2 (transformed).
+        ids = (nid + 1, 2 * nid + 1) if kind == "activation" else (2 * nid + 2,)
+        if nid not in pos_of or kind not in maps or bid not in ids:
             f.unlink()
             continue
-        tensors.append(entry(bid, labels[pos_of[nid]], dtype, shape, dev, nbytes, sha))
-        activations.append([nid, bid])
+        tensors.append(entry(bid, labels[pos_of[nid]], dtype, shape, dev, nbytes, sha, kind))
+        maps[kind].append([nid, bid])
     for extra in (JOURNAL_FILE, "PARTIAL", "REASON.txt"):
         try:
             (tmp / extra).unlink()
         except FileNotFoundError:
             pass
     info_full = {**info_of(log), "recovered": True}
-    commit(tmp, target, model_name, data, info_full, activations, tensors, [], len(log))
+    commit(
+        tmp,
+        target,
+        model_name,
+        data,
+        info_full,
+        maps["activation"],
+        tensors,
+        [],
+        len(log),
+        transformed=maps["transformed_activation"],
+    )
     return str(target)
 
 

@@ -106,9 +106,23 @@ def unsupported_reason(t: Any) -> str | None:
 
 
 def tensor_bytes(t: torch.Tensor) -> Any:
-    """A uint8 numpy view of the tensor's contiguous CPU bytes (kept alive by the caller)."""
+    """A uint8 numpy array of the tensor's values in row-major order (CPU; a view when possible).
+
+    Any strided tensor works: odd, zero (expanded) or size-1 strides, storage offsets, size-0 and
+    0-d tensors, conjugate and negative views. The array may share memory with `t`, so the caller
+    keeps `t` alive while the array is in use.
+    """
     t = t.detach()
     if t.device.type != "cpu":
         t = t.cpu()
-    t = t.resolve_conj().resolve_neg().contiguous().reshape(-1)
-    return t.view(torch.uint8).numpy()
+    t = t.resolve_conj().resolve_neg()
+    n = t.numel()
+    if n == 0:
+        return torch.empty(0, dtype=torch.uint8).numpy()
+    if not t.is_contiguous():
+        t = t.contiguous()
+    # `is_contiguous()` ignores the stride of a size-1 dimension, so a contiguous tensor can carry
+    # any stride there (GPT-2's `x[:, -1]` of a (1, 128) tensor has shape (1,) and stride 128), and
+    # `reshape(-1)` keeps it; a byte view needs stride 1. The elements of a contiguous tensor are
+    # consecutive from its storage offset, so give them stride 1 explicitly.
+    return t.as_strided((n,), (1,)).view(torch.uint8).numpy()

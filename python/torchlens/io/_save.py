@@ -126,6 +126,8 @@ def info_of(log: ModelLog) -> dict[str, Any]:
         "time_total": log.time_total,
         "layers_to_save": log.layers_to_save,
         "detect_loops": log.detect_loops,
+        # keep_unsaved_layers=False: the node ids the log still shows (None: all of them).
+        "kept_nids": None if log._kept is None else [log._node_ids[p] for p in log._kept],
     }
 
 

@@ -245,5 +245,11 @@ def build_log(model_name: str, data: CaptureData, info: dict[str, Any]) -> Model
         "time_total": info.get("time_total", 0.0),
         "layers_to_save": info.get("layers_to_save", "all"),
         "detect_loops": bool(info.get("detect_loops", True)),
+        "kept_nids": info.get("kept_nids"),
     }
+    kept = full["kept_nids"]
+    if kept is not None:
+        known = set(fin.node_ids())
+        if type(kept) is not list or not all(type(n) is int and n in known for n in kept):
+            raise TorchLensIOError("invalid bundle metadata: info.kept_nids must list node ids of the capture")
     return ModelLog(model_name, data, fin, {}, full)

@@ -15,8 +15,9 @@ from .._capture.hot import paused as _paused
 from .._errors import TorchLensIOError
 from .._native import core as _core
 from ..log.model_log import ModelLog
+from ._callback import raw_label_now
 from ._load import make_ref
-from ._refs import LazyActivationRef, dtype_name, tensor_bytes, unsupported_reason
+from ._refs import LazyActivationRef, LazyTensorDict, dtype_name, tensor_bytes, unsupported_reason
 from ._save import IO_THREADS, check_target, commit, entry, info_of, mark_partial, tmp_name
 from ._schema import json_safe, metas_json, param_json, records_json
 
@@ -29,7 +30,12 @@ JOURNAL_FILE = "journal.jsonl"
 class StreamSink:
     """Receives each saved tensor during capture and streams it to a temp bundle directory."""
 
-    def __init__(self, target: str | os.PathLike, keep: bool, model_name: str, info: dict[str, Any]) -> None:
+    # A postfunc error message says whether bundle streaming was on (`Session._save_post`).
+    streaming_active = True
+
+    def __init__(
+        self, target: str | os.PathLike, keep: bool, model_name: str, info: dict[str, Any], postfunc: bool = False
+    ) -> None:
         self.target = Path(os.fspath(target))
         check_target(self.target)
         self.tmp = tmp_name(self.target)
@@ -37,6 +43,10 @@ class StreamSink:
         self.keep = keep
         self.writer = _core.StreamWriter(str(self.tmp), STREAM_QUEUE_BYTES, IO_THREADS)
         self.nodes: dict[int, tuple[str, tuple[int, ...], str]] = {}
+        # Node id -> (dtype, shape, device) of its activation_postfunc output (`post`).
+        self.tnodes: dict[int, tuple[str, tuple[int, ...], str]] = {}
+        # Blob ids: node + 1, or with a postfunc 2 * node + 1 (raw) and 2 * node + 2 (transformed).
+        self.stride = 2 if postfunc else 1
         self._session: Any = None
         self._offsets = [0, 0, 0, 0, 0]
         self._jnext = 0
@@ -46,25 +56,62 @@ class StreamSink:
     def __call__(self, session: Any, t: torch.Tensor, nid: int) -> None:
         if session is not self._session:
             self._start(session)
+        self.nodes[nid] = self._submit(t, nid, nid * self.stride + 1, "activation")
+        self._journal_due(session, nid)
+
+    def post(self, session: Any, raw: torch.Tensor | None, transformed: Any, nid: int) -> None:
+        """A save with an activation postfunc: stream the raw copy (when kept) and the postfunc's output."""
+        if session is not self._session:
+            self._start(session)
+        if not isinstance(transformed, torch.Tensor):
+            raise TorchLensIOError(
+                "Streaming save requires activation_postfunc outputs to be torch.Tensor instances, but layer "
+                f"{raw_label_now(session.records, nid)} produced {type(transformed).__name__}."
+            )
+        if raw is not None:
+            self.nodes[nid] = self._submit(raw, nid, nid * self.stride + 1, "activation")
+        self.tnodes[nid] = self._submit(transformed, nid, nid * self.stride + 2, "transformed_activation")
+        if not self.keep:
+            session.saved.pop(nid, None)
+            session.transformed.pop(nid, None)
+        self._journal_due(session, nid)
+
+    def stream_output(self, session: Any, raw: torch.Tensor | None, transformed: Any, nid: int) -> None:
+        """An output node's own value (its producer's went stale) when nothing is kept in memory."""
+        if transformed is None:
+            if raw is not None:
+                self.nodes[nid] = self._submit(raw, nid, nid * self.stride + 1, "activation")
+        else:
+            self.post(session, raw, transformed, nid)
+
+    def _submit(self, t: torch.Tensor, nid: int, blob_id: int, kind: str) -> tuple[str, tuple[int, ...], str]:
         reason = unsupported_reason(t)
         if reason is not None:
-            raise TorchLensIOError(f"Unsupported tensor for streaming at node {nid} (activation): {reason}")
+            raise TorchLensIOError(f"Unsupported tensor for streaming at node {nid} ({kind}): {reason}")
         dtype = dtype_name(t.dtype)
         shape = tuple(t.shape)
         device = str(t.device)
-        meta = [("kind", "activation"), ("node", str(nid)), ("device", device)]
+        meta = [("kind", kind), ("node", str(nid)), ("device", device)]
         with _paused():  # the torch calls below must not be recorded
             buf = tensor_bytes(t)
-        self.writer.submit(nid + 1, dtype, list(shape), meta, buf)
-        self.nodes[nid] = (dtype, shape, device)
+        self.writer.submit(blob_id, dtype, list(shape), meta, buf)
+        return dtype, shape, device
+
+    def _journal_due(self, session: Any, nid: int) -> None:
         if nid >= self._jnext:
             self.journal(session)
             self._jnext = nid + JOURNAL_EVERY
 
+    def replay_labels(self, labels: dict[int, str]) -> None:
+        """Bundles label blobs with the final labels at commit; nothing to do before the saving pass."""
+
     def _start(self, session: Any) -> None:
         self._session = session
+        # A retried capture starts the journal over (new header, chunks from offset 0).
         self._offsets = [0, 0, 0, 0, 0]
+        self._jnext = 0
         self.nodes.clear()
+        self.tnodes.clear()
         modules: dict[str, str] = {}
         prep = session.prepared
         plan = getattr(prep, "plan", None)
@@ -121,34 +168,77 @@ class StreamSink:
     def commit(self, log: ModelLog) -> None:
         """Write metadata and manifest for the finished capture and rename the bundle into place."""
         try:
+            n_rec = log._n_records
+            self._own_output_values(log, n_rec)
             written = {bid: (n, sha) for bid, n, sha in self.writer.finish()}
             labels = log._col("labels_w_pass")
-            n_rec = log._n_records
             tensors = []
-            activations = []
+            maps: dict[str, list[list[int]]] = {"activation": [], "transformed_activation": []}
+            kinds = (("activation", self.nodes, 1), ("transformed_activation", self.tnodes, 2))
             for pos, nid in enumerate(log._node_ids):
-                src = nid if nid < n_rec else log._data.outputs[nid - n_rec][0]
-                if src in self.nodes and (src + 1) in written:
-                    activations.append([nid, src + 1])
-                    if nid == src:
-                        dtype, shape, dev = self.nodes[src]
-                        n, sha = written[src + 1]
-                        tensors.append(entry(src + 1, labels[pos], dtype, shape, dev, n, sha))
+                own = nid < n_rec or nid in self.nodes or nid in self.tnodes
+                src = nid if own else log._data.outputs[nid - n_rec][0]
+                for kind, nodes, k in kinds:
+                    bid = src * self.stride + k
+                    if src in nodes and bid in written:
+                        maps[kind].append([nid, bid])  # an output shares its producer's blob
+                        if nid == src:
+                            dtype, shape, dev = nodes[src]
+                            n, sha = written[bid]
+                            tensors.append(entry(bid, labels[pos], dtype, shape, dev, n, sha, kind))
             listed = {t["blob_id"] for t in tensors}
             for bid in list(written):
                 if bid not in listed:  # a saved node removed as an orphan: not part of the bundle
                     os.remove(self.tmp / f"blobs/{bid:010d}.safetensors")
-            commit(self.tmp, self.target, log.model_name, log._data, info_of(log), activations, tensors, [], len(log))
+            commit(
+                self.tmp,
+                self.target,
+                log.model_name,
+                log._data,
+                info_of(log),
+                maps["activation"],
+                tensors,
+                [],
+                len(log),
+                transformed=maps["transformed_activation"],
+            )
         except BaseException as e:
             mark_partial(self.tmp, f"{type(e).__name__}: {e}")
             raise
         if not self.keep:
-            resolved = str(self.target.resolve())
-            by_id = {t["blob_id"]: t for t in tensors}
-            refs: dict[int, LazyActivationRef] = {}
-            for nid, bid in activations:
+            self._refs_instead_of_tensors(log, tensors, maps)
+
+    def _own_output_values(self, log: ModelLog, n_rec: int) -> None:
+        """An output whose producer's value went stale (written through a view before the return)
+        holds the returned tensor itself: stream it as the output's own blob."""
+        for k, out in enumerate(log._data.outputs):
+            nid, src = n_rec + k, out[0]
+            for store, nodes, j, kind in (
+                (log._saved, self.nodes, 1, "activation"),
+                (log._transformed, self.tnodes, 2, "transformed_activation"),
+            ):
+                v = store.get(nid)
+                if isinstance(v, torch.Tensor) and v is not store.get(src):
+                    nodes[nid] = self._submit(v, nid, nid * self.stride + j, kind)
+
+    def _refs_instead_of_tensors(
+        self, log: ModelLog, tensors: list[dict[str, Any]], maps: dict[str, list[list[int]]]
+    ) -> None:
+        """`retain_in_memory=False`: entries get lazy references into the committed bundle."""
+        resolved = str(self.target.resolve())
+        by_id = {t["blob_id"]: t for t in tensors}
+        refs: dict[int, LazyActivationRef] = {}
+        for nid, bid in maps["activation"]:
+            ref = refs.get(bid)
+            if ref is None:
+                ref = refs[bid] = make_ref(by_id[bid], resolved)
+            log._lazy[nid] = ref
+            log._saved.pop(nid, None)
+        if maps["transformed_activation"]:
+            transformed = LazyTensorDict("cpu")  # read on first access, like a lazy load
+            for nid, bid in maps["transformed_activation"]:
                 ref = refs.get(bid)
                 if ref is None:
                     ref = refs[bid] = make_ref(by_id[bid], resolved)
-                log._lazy[nid] = ref
-                log._saved.pop(nid, None)
+                transformed[nid] = ref
+            log._transformed = transformed

@@ -240,7 +240,7 @@ class LayerAccessor(ExportMixin):
     def to_pandas(self) -> Any:
         rows = []
         for lay in self._logs.values():
-            first = lay.passes[1]
+            first = next(iter(lay.passes.values()))
             row = {c: getattr(first, c) for c in LAYER_ACCESSOR_COLUMNS}
             row["layer_label"] = lay.layer_label
             row["num_passes"] = lay.num_passes
@@ -250,6 +250,6 @@ class LayerAccessor(ExportMixin):
     def __repr__(self) -> str:
         lines = [f"LayerAccessor({len(self._logs)} layers):"]
         for k, lay in self._logs.items():
-            first = lay.passes[1]
+            first = next(iter(lay.passes.values()))
             lines.append(f"  '{k}': {first.func_name} (shape={list(first.tensor_shape)}, passes={lay.num_passes})")
         return "\n".join(lines)

@@ -63,3 +63,17 @@ def metadata_log(model: nn.Module, input_args: Any, input_kwargs: dict[str, Any]
         detect_loops=True,
         time_forward=cap.time_forward,
     )
+
+
+def drop_unsaved_layers(log: ModelLog) -> None:
+    """`keep_unsaved_layers=False` (spec §2.4): the log shows only the entries with a saved value.
+
+    Labels, pass numbers, module logs and whole-graph totals (`total_activation_memory`,
+    `num_operations`) stay those of the full pass; the dropped labels are in `unlogged_layers`.
+    """
+    n = log._n_pos
+    kept = [p for p in range(n) if log._has_saved(log._node_ids[p])]
+    log._kept = None if len(kept) == n else kept
+    log.keep_unsaved_layers = False
+    log._cols = {k: v for k, v in log._cols.items() if k in ("extra", "extra_rolled")}
+    log._layer_logs = None

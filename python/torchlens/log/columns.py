@@ -27,6 +27,8 @@ from .._data import (
     KIND_OP,
     KIND_OUTPUT,
     NO_STR,
+    raw_label,
+    raw_type_counts,
 )
 
 if TYPE_CHECKING:
@@ -50,9 +52,24 @@ class RecordView:
         self._records = data.records
         self._n_records = len(self._records)
         self._node_ids: list[int] = fin.node_ids()
+        # Positions cover the whole graph; `_kept` lists the ones a keep_unsaved_layers=False log
+        # still shows (None: all). Internal tables work on every position, the public surface on these.
+        self._n_pos = len(self._node_ids)
+        self._kept: list[int] | None = None
 
     def __len__(self) -> int:
-        return len(self._node_ids)
+        return self._n_pos if self._kept is None else len(self._kept)
+
+    def _positions(self) -> range | list[int]:
+        """The positions the log shows, in execution order."""
+        return range(self._n_pos) if self._kept is None else self._kept
+
+    def _ordinal(self) -> dict[int, int]:
+        """Shown position -> its 0-based index among the shown entries."""
+        return self._cached("ordinal", lambda: {p: i for i, p in enumerate(self._positions())})
+
+    def _visible(self, pos: int) -> bool:
+        return self._kept is None or pos in self._ordinal()
 
     # ------------------------------------------------------------------ caches
     def _col(self, name: str) -> Any:
@@ -126,6 +143,14 @@ class RecordView:
     def _parent_nids(self, pos: int) -> list[int]:
         return self._field(pos, F_PARENTS)
 
+    def _parents_with_repeats(self, pos: int) -> list[int]:
+        """Parent positions in argument order, a tensor passed twice listed twice (2.15's `parent_layers`:
+        `torch.cat([x, x])` has parents `[x, x]`); the graph columns hold each edge once."""
+        if self._is_output(pos):
+            return self._col("parents")[pos]
+        pon = self._pos_of_nid()
+        return [pon[n] for n in self._parent_nids(pos) if n in pon]
+
     def _io_role(self, pos: int) -> str | None:
         nid = self._node_ids[pos]
         if nid >= self._n_records:
@@ -134,11 +159,17 @@ class RecordView:
         return None if role == NO_STR else self._data.strings[role]
 
     def _raw_label(self, pos: int) -> str:
-        return f"{self._layer_type(pos)}_{self._node_ids[pos] + 1}_raw"
+        return self._raw_label_of_record(self._node_ids[pos])
+
+    def _raw_label_of_record(self, nid: int) -> str:
+        if nid >= self._n_records:
+            return raw_label("output", KIND_OUTPUT, nid - self._n_records + 1, nid + 1)
+        counts = self._cached("raw_type_counts", lambda: raw_type_counts(self._records))
+        return raw_label(self._layer_type_of_record(nid), self._records[nid][F_KIND], counts[nid], nid + 1)
 
     def _last_output_pos(self) -> int:
         return self._cached(
-            "last_output", lambda: next((p for p in range(len(self) - 1, -1, -1) if self._is_output(p)), -1)
+            "last_output", lambda: next((p for p in range(self._n_pos - 1, -1, -1) if self._is_output(p)), -1)
         )
 
     # ------------------------------------------------------------------ tensor metadata
@@ -205,6 +236,12 @@ class RecordView:
         return [f"{strings[a]}:{k}" for a, k in self._data.module_stacks[self._stack_id(pos)]]
 
     def _module_exits(self, pos: int) -> list[str]:
+        if self._is_output(pos):
+            # An output node copies its producer's metadata (spec §7.5 step 1): as in 2.15, it exits the
+            # module passes its producer ran in.
+            parents = self._col("parents")[pos]
+            return self._containing_modules(parents[0]) if parents else []
+
         def build() -> dict[int, list[tuple[int, int]]]:
             by_node: dict[int, list[tuple[int, int]]] = {}
             for node, a, k in self._data.module_exits:
@@ -225,6 +262,7 @@ class RecordView:
         return [p for p in self._data.params if p.address.startswith(prefix)]
 
     def _lookup_keys(self, pos: int) -> list[Any]:
-        n = len(self._node_ids)
-        keys: list[Any] = [pos, pos - n, *self._fin.lookup_keys(pos)]
+        n = len(self)
+        i = self._ordinal().get(pos, pos)
+        keys: list[Any] = [i, i - n, *self._fin.lookup_keys(pos)]
         return sorted(keys, key=str)

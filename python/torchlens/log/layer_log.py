@@ -36,7 +36,8 @@ class LayerLog:
 
     @property
     def passes(self) -> dict[int, LayerPassLog]:
-        return {i + 1: self._log._entry(p) for i, p in enumerate(self._positions)}
+        nums = self._log._col("pass_nums")
+        return {nums[p]: self._log._entry(p) for p in self._positions}
 
     @property
     def pass_labels(self) -> list[str]:
@@ -44,7 +45,8 @@ class LayerLog:
 
     @property
     def num_passes(self) -> int:
-        return len(self._positions)
+        # Passes of the layer in the whole graph (a keep_unsaved_layers=False log may show fewer).
+        return self._log._col("num_passes")[self._positions[0]]
 
     @property
     def layer_label(self) -> str:
@@ -201,8 +203,18 @@ class LayerLog:
     def extra_data(self) -> dict:
         return self._log._extra_data(self._positions[0], rolled=True)
 
-    autograd_saved_bytes: int | None = None
-    autograd_saved_tensor_count: int | None = None
+    @property
+    def autograd_saved_bytes(self) -> int | None:
+        """Sum over the passes (None if no pass had a grad_fn)."""
+        return self._sum_passes("autograd_saved_bytes")
+
+    @property
+    def autograd_saved_tensor_count(self) -> int | None:
+        return self._sum_passes("autograd_saved_tensor_count")
+
+    def _sum_passes(self, name: str) -> int | None:
+        vals = [v for e in self._passes_list() if (v := getattr(e, name)) is not None]
+        return sum(vals) if vals else None
 
     def __str__(self) -> str:
         first = self._log._entry(self._positions[0])

@@ -155,9 +155,20 @@ class LayerPassLog:
         return relations.children_versions(self._log).get(self._pos, {})
 
     has_child_tensor_variations: _Field[bool] = _Field(lambda e: bool(e.children_tensor_versions))
-    # gradients and autograd (not captured in this release) -------------------------
-    autograd_saved_bytes: int | None = None
-    autograd_saved_tensor_count: int | None = None
+
+    # autograd (see _capture/opstate.py) --------------------------------------------
+    @property
+    def autograd_saved_bytes(self) -> int | None:
+        """Bytes of the tensors autograd saved for this op's grad_fn (None without a grad_fn)."""
+        st = func_call.autograd_saved(self._log, self._pos)
+        return None if st is None else st[0]
+
+    @property
+    def autograd_saved_tensor_count(self) -> int | None:
+        st = func_call.autograd_saved(self._log, self._pos)
+        return None if st is None else st[1]
+
+    # gradients (not captured in this release) ---------------------------------------
     gradient: torch.Tensor | None = None
     transformed_gradient: Any = None
     grad_shape: tuple | None = None
@@ -172,7 +183,11 @@ class LayerPassLog:
     grad_fn_id: int | None = None
     grad_fn_object: Any = None
     corresponding_grad_fn: Any = None
-    func_autocast_state: Any = None
+
+    @property
+    def func_autocast_state(self) -> dict[str, dict[str, Any]] | None:
+        """`{"cpu": {"enabled": ..., "dtype": ...}, "cuda": {...}}` when the op ran; `{}` for sources."""
+        return func_call.autocast_state(self._log, self._pos)
 
     grad_memory_str: _Field[str] = _Field(lambda e: human_readable_size(0))
 
@@ -238,13 +253,9 @@ class LayerPassLog:
             self.layer_type, self.func_name, func_call.raw_tokens(self._log, self._pos), self.parent_param_shapes
         )
 
-    @property
-    def flops_forward(self) -> int | None:
-        from .._funcconfig import flops_forward
-
-        return flops_forward(self.layer_type, self.tensor_shape, self.parent_param_shapes, {})
-
-    flops_backward: _Field[int | None] = _Field(lambda e: func_call.scaled(e.flops_forward, 2))
+    # FLOPs (spec §7.6, tables in flops.py): an output node copies its producer's metadata (spec §7.5).
+    flops_forward: _Field[int | None] = _Field(lambda e: func_call.flops(e._log, e._pos)[0])
+    flops_backward: _Field[int | None] = _Field(lambda e: func_call.flops(e._log, e._pos)[1])
     macs_forward: _Field[int | None] = _Field(lambda e: func_call.macs(e.flops_forward))
     macs_backward: _Field[int | None] = _Field(lambda e: func_call.macs(e.flops_backward))
 
@@ -284,7 +295,7 @@ class LayerPassLog:
     num_params_trainable: _Field[int] = _Field(lambda e: sum(p.num_params for p in e.parent_param_logs if p.trainable))
     num_params_frozen: _Field[int] = _Field(lambda e: sum(p.num_params for p in e.parent_param_logs if not p.trainable))
     # graph ----------------------------------------------------------------------
-    parent_layers: _Field[list[str]] = _Field(lambda e: _labels(e._log, e._log._col("parents")[e._pos]))
+    parent_layers: _Field[list[str]] = _Field(lambda e: _labels(e._log, e._log._parents_with_repeats(e._pos)))
     child_layers: _Field[list[str]] = _Field(lambda e: _labels(e._log, e._log._col("children")[e._pos]))
     has_parents: _Field[bool] = _Field(lambda e: bool(e._log._col("parents")[e._pos]))
     has_children: _Field[bool] = _Field(lambda e: bool(e._log._col("children")[e._pos]))

@@ -8,29 +8,29 @@ marked `# facade`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .._format import compact_count, human_readable_size
-from . import export
+from .._format import human_readable_size
+from . import export, func_call, lifecycle
 from .accessors import BufferAccessor, LayerAccessor, ModuleAccessor, ParamAccessor
 from .columns import RecordView
+from .facade import FacadeMethods
 from .layer_log import LayerLog
 from .layer_pass_log import BufferLog, LayerPassLog
-from .modules import hierarchy_lines, module_logs
+from .lookup import get_item, help_text
+from .modules import module_logs
 from .params import ParamLog, layers_with_params, used_params
+from .printing import model_log_repr, model_log_text
 from .relations import equivalents
 
 if TYPE_CHECKING:
     from .._data import CaptureData
 
-_SEED_LABEL = re.compile(r"^(input|output|buffer)_(\d+)_(\d+)$")
 
-
-class ModelLog(RecordView):
+class ModelLog(RecordView, FacadeMethods):
     """Log of one forward pass: every tensor computed, its metadata and (optionally) its value."""
 
     def __init__(
@@ -68,6 +68,10 @@ class ModelLog(RecordView):
         self.keep_unsaved_layers = True
         self._rng_before_forward: Any = None
         self._source_model_ref: Any = None
+        if info.get("kept_nids") is not None:  # a keep_unsaved_layers=False log read back from a bundle
+            pon = self._pos_of_nid()
+            self._kept = [pon[n] for n in info["kept_nids"]]
+            self.keep_unsaved_layers = False
 
     def _entry(self, pos: int) -> LayerPassLog:
         e = self._entries.get(pos)
@@ -76,7 +80,7 @@ class ModelLog(RecordView):
         return e
 
     def __iter__(self) -> Iterator[LayerPassLog]:
-        for pos in range(len(self._node_ids)):
+        for pos in self._positions():
             yield self._entry(pos)
 
     # ------------------------------------------------------------------ bundles
@@ -100,22 +104,27 @@ class ModelLog(RecordView):
 
     @property
     def layer_labels(self) -> list[str]:
-        return list(self._col("labels"))
+        return self._shown("labels")
 
     @property
     def layer_labels_no_pass(self) -> list[str]:
-        return list(self._col("labels_no_pass"))
+        return self._shown("labels_no_pass")
 
     @property
     def layer_labels_w_pass(self) -> list[str]:
-        return list(self._col("labels_w_pass"))
+        return self._shown("labels_w_pass")
+
+    def _shown(self, column: str) -> list[Any]:
+        col = self._col(column)
+        return list(col) if self._kept is None else [col[p] for p in self._kept]
 
     @property
     def layer_logs(self) -> dict[str, LayerLog]:
         if self._layer_logs is None:
             groups: dict[str, list[int]] = {}
-            for pos, lab in enumerate(self._col("labels_no_pass")):
-                groups.setdefault(lab, []).append(pos)
+            labels = self._col("labels_no_pass")
+            for pos in self._positions():
+                groups.setdefault(labels[pos], []).append(pos)
             self._layer_logs = {lab: LayerLog(self, ps) for lab, ps in groups.items()}
         return self._layer_logs
 
@@ -134,26 +143,26 @@ class ModelLog(RecordView):
     @property
     def input_layers(self) -> list[str]:
         labels = self._col("labels")
-        return [labels[p] for p in range(len(self)) if self._is_input(p)]
+        return [labels[p] for p in self._positions() if self._is_input(p)]
 
     @property
     def output_layers(self) -> list[str]:
         labels = self._col("labels")
-        return [labels[p] for p in range(len(self)) if self._is_output(p)]
+        return [labels[p] for p in self._positions() if self._is_output(p)]
 
     @property
     def buffer_layers(self) -> list[str]:
         labels = self._col("labels")
-        return [labels[p] for p in range(len(self)) if self._is_buffer(p)]
+        return [labels[p] for p in self._positions() if self._is_buffer(p)]
 
     @property
     def orphan_layers(self) -> list[str]:
-        return [f"{self._layer_type_of_record(n)}_{n + 1}_raw" for n in self._fin.removed()]
+        return [self._raw_label_of_record(n) for n in self._fin.removed()]
 
     @property
     def layers_with_saved_activations(self) -> list[str]:
         labels = self._col("labels")
-        return [labels[p] for p in range(len(self)) if self._has_saved(self._node_ids[p])]
+        return [labels[p] for p in self._positions() if self._has_saved(self._node_ids[p])]
 
     @property
     def num_tensors_saved(self) -> int:
@@ -161,11 +170,11 @@ class ModelLog(RecordView):
 
     @property
     def total_activation_memory(self) -> int:
-        return sum(self._memory(p) for p in range(len(self)))
+        return sum(self._memory(p) for p in range(self._n_pos))
 
     @property
     def saved_activation_memory(self) -> int:
-        return sum(self._memory(p) for p in range(len(self)) if self._has_saved(self._node_ids[p]))
+        return sum(self._memory(p) for p in self._positions() if self._has_saved(self._node_ids[p]))
 
     @property
     def is_recurrent(self) -> bool:
@@ -194,7 +203,7 @@ class ModelLog(RecordView):
     @property
     def total_param_layers(self) -> int:
         groups = self._col("layer_groups")
-        return len({groups[p] for p in range(len(self)) if self._param_ids(p)})
+        return len({groups[p] for p in range(self._n_pos) if self._param_ids(p)})
 
     @property
     def module_addresses(self) -> list[str]:
@@ -242,7 +251,7 @@ class ModelLog(RecordView):
 
     @property
     def buffers(self) -> BufferAccessor:
-        return BufferAccessor([self._entry(p) for p in range(len(self)) if self._is_buffer(p)])  # type: ignore[misc]
+        return BufferAccessor([self._entry(p) for p in self._positions() if self._is_buffer(p)])  # type: ignore[misc]
 
     @property
     def buffer_num_passes(self) -> dict[str, int]:
@@ -278,7 +287,17 @@ class ModelLog(RecordView):
 
     @property
     def unlogged_layers(self) -> list[str]:
-        return []
+        """Labels of the entries a keep_unsaved_layers=False log dropped (no saved activation)."""
+        labels = self._col("labels")
+        return [labels[p] for p in range(self._n_pos) if not self._visible(p)]
+
+    @property
+    def _all_layers_logged(self) -> bool:
+        return len(self) == self._n_pos
+
+    @property
+    def _all_layers_saved(self) -> bool:
+        return all(self._has_saved(self._node_ids[p]) for p in self._positions())
 
     @property
     def layers_with_saved_gradients(self) -> list[str]:
@@ -306,11 +325,15 @@ class ModelLog(RecordView):
 
     @property
     def total_flops_forward(self) -> int:
-        return sum(f for e in self if (f := e.flops_forward) is not None)
+        return func_call.total_flops(self)[0]
 
     @property
     def total_flops_backward(self) -> int:
-        return sum(f for e in self if (f := e.flops_backward) is not None)
+        return func_call.total_flops(self)[1]
+
+    @property
+    def total_autograd_saved_bytes(self) -> int | None:
+        return func_call.total_autograd_saved_bytes(self)
 
     @property
     def total_flops(self) -> int:
@@ -371,153 +394,85 @@ class ModelLog(RecordView):
         print_to: Any = None,
     ) -> str:
         """ASCII table summary of the log (spec §2.7); returns the text (and prints it if `print_to`)."""
-        from ..summary import summary  # facade
+        from ..tables import summary  # facade
 
         return summary(
-            self, preset or level, fields or columns, mode, show_ops or bool(include_ops), max_rows, print_to
+            self,
+            level,
+            fields=fields,
+            mode=mode,
+            show_ops=show_ops,
+            preset=preset,
+            columns=columns,
+            include_ops=include_ops,
+            max_rows=max_rows,
+            print_to=print_to,
         )
 
     def validate_forward_pass(
         self, ground_truth_output_tensors: list[torch.Tensor], verbose: bool = False, validate_metadata: bool = True
     ) -> bool:
         """Replay every op from its parents' saved activations and compare (spec §11.2)."""
+        if not self._all_layers_logged:
+            raise ValueError(
+                "validate_forward_pass needs every layer; this log dropped the layers without saved "
+                "activations (keep_unsaved_layers=False)."
+            )
         from ..validate import validate_log  # facade
 
         return validate_log(self, ground_truth_output_tensors, verbose, validate_metadata)
 
-    def validate_saved_activations(self, *args: Any, **kwargs: Any) -> bool:
+    def validate_saved_activations(
+        self, ground_truth_output_tensors: list[torch.Tensor], verbose: bool = False, validate_metadata: bool = True
+    ) -> bool:
         """Deprecated alias of `validate_forward_pass`."""
         from .._options import warn_deprecated
 
         warn_deprecated("validate_saved_activations", "validate_forward_pass")
-        return self.validate_forward_pass(*args, **kwargs)
+        return self.validate_forward_pass(ground_truth_output_tensors, verbose, validate_metadata)
 
     def check_metadata_invariants(self) -> bool:
         """Check the log's internal consistency (spec §11.3); raises MetadataInvariantError."""
         from ..validate import check_metadata_invariants  # facade
 
-        return check_metadata_invariants(self)
+        # A keep_unsaved_layers=False log is checked as the whole graph it shows a part of.
+        return check_metadata_invariants(self if self._kept is None else lifecycle.full_view(self))
+
+    def _require_all_layers(self) -> None:
+        if not self._all_layers_logged:
+            raise ValueError(
+                "Must have all layers logged in order to render the graph; either save all layers,"
+                "set keep_unsaved_layers to True, or use show_model_graph."
+            )
+
+    # ------------------------------------------------------------------ lifecycle
+    def release_param_refs(self) -> None:
+        """Cache each ParamLog's gradient metadata, then drop every reference to the model's parameters.
+
+        Saved activations that are still attached to autograd (`detach_saved_tensors=False`) keep
+        their graph, and the graph its parameters: `cleanup()` drops those too.
+        """
+        lifecycle.release_param_refs(self)
 
     def cleanup(self) -> None:
-        """Drop saved tensors and cached tables."""
-        self._saved.clear()
-        self._cols.clear()
-        self._transformed = {}
-        self._data.func_args = {}
+        """Drop saved values and cached tables, release the parameters, empty the CUDA cache.
 
-    # ------------------------------------------------------------------ rendering
-    def render_graph(
-        self,
-        vis_mode: str = "unrolled",
-        vis_nesting_depth: int = 1000,
-        vis_outpath: str = "modelgraph",
-        vis_graph_overrides: dict[str, Any] | None = None,
-        vis_save_only: bool = False,
-        vis_fileformat: str = "pdf",
-        show_buffer_layers: Any = "meaningful",
-        direction: str = "bottomup",
-        module: Any = None,
-    ) -> str:
-        """Render the computational graph with graphviz and return its DOT source.
-
-        Args:
-            vis_mode: `"unrolled"` (one node per pass) or `"rolled"` (one node per layer).
-            vis_nesting_depth: Collapse modules nested deeper than this into one box (0: never).
-            vis_outpath: Output path without extension (a trailing image extension is stripped).
-            vis_graph_overrides: Extra graphviz graph attributes (values may be `f(model_log)`).
-            vis_save_only: Do not open the rendered file in a viewer.
-            vis_fileformat: Any format `dot -T` accepts (`pdf`, `png`, `svg`, ...).
-            show_buffer_layers: `"never"`, `"meaningful"` (default) or `"always"`.
-            direction: `"bottomup"`, `"topdown"` or `"leftright"`.
-            module: Focus on one module: a ModuleLog, an address, or `"addr:k"` for one pass.
-
-        Returns:
-            The DOT source.
+        Labels, modules and parameter metadata stay readable; activations read None.
         """
-        from ..viz import build_dot, render  # facade
+        lifecycle.cleanup(self)
 
-        src = build_dot(self, vis_mode, vis_nesting_depth, direction, show_buffer_layers, vis_graph_overrides, module)
-        render(src, vis_outpath, vis_fileformat, vis_save_only)
-        return src
+    def __getstate__(self) -> dict[str, Any]:
+        return lifecycle.log_state(self)
 
-    def to_dot(
-        self, vis_mode: str = "unrolled", vis_nesting_depth: int = 1000, direction: str = "bottomup", module: Any = None
-    ) -> str:
-        """DOT source of the graph without rendering it (`module` focuses on one module, as in `render_graph`)."""
-        from ..viz import build_dot  # facade
-
-        return build_dot(self, vis_mode, vis_nesting_depth, direction, module=module)
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        lifecycle.restore_state(self, state)
 
     # ------------------------------------------------------------------ lookup
     def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, slice):
-            return self.layer_list[key]
-        n = len(self)
-        if isinstance(key, int) and not isinstance(key, bool):
-            if -n <= key < n:
-                return self._entry(key % n)
-            raise ValueError(
-                f"You specified the layer with index {key}, but there are only {n} layers; please specify an "
-                f"index in the range -{n} - {n - 1}."
-            )
-        if not isinstance(key, str):
-            raise ValueError(f"Layer keys must be str, int or slice, not {type(key).__name__}.")
-        pos = self._fin.lookup(key)
-        if pos is not None:
-            return self._entry(pos)
-        logs = self.layer_logs
-        if key in logs:
-            return logs[key]
-        m = _SEED_LABEL.match(key)
-        if m is not None:
-            pos = self._fin.lookup(f"{m.group(1)}_{m.group(2)}")
-            if pos is not None and self._col("layer_total_nums")[pos] == int(m.group(3)):
-                return self._entry(pos)
-        mod = self._module_lookup(key)
-        if mod is not None:
-            return mod
-        pos = self._fin.lookup_ci(key)
-        if pos is not None:
-            return self._entry(pos)
-        lower = {k.lower(): k for k in logs}
-        if key.lower() in lower:
-            return logs[lower[key.lower()]]
-        matches = self._fin.find_substring_ci(key)
-        # Unlike TorchLens 2.15, several keys of the same entry are not ambiguous.
-        if len({p for _, p in matches}) == 1:
-            return self._entry(matches[0][1])
-        if len(matches) > 1:
-            shown = ", ".join(k for k, _ in matches[:10])
-            more = f" (and {len(matches) - 10} more)" if len(matches) > 10 else ""
-            raise ValueError(
-                f"Ambiguous lookup: '{key}' matches {len(matches)} layers: {shown}{more}. "
-                "Please use a more specific key."
-            )
-        raise ValueError(self._help_text(key))
-
-    def _module_lookup(self, key: str) -> Any:
-        passes = self._module_num_passes()
-        addr, _, k = key.partition(":")
-        if addr in passes:
-            if k:
-                if not k.isdigit() or not 1 <= int(k) <= passes[addr]:
-                    raise ValueError(f"Module {addr} has {passes[addr]} passes; pass {k} does not exist.")
-                return self.modules[key]
-            return self.modules[addr]
-        return None
+        return get_item(self, key)
 
     def _help_text(self, key: str) -> str:
-        labels = self._col("labels")
-        example = labels[min(1, len(labels) - 1)] if labels else "conv2d_1_1"
-        base, _, p = key.rpartition(":")
-        if p.isdigit() and base in self.layer_logs:
-            return f"Layer {base} has only {self.layer_logs[base].num_passes} passes; pass {p} does not exist."
-        return (
-            f"'{key}' not found in the ModelLog. Index a layer by (1) its label, e.g. '{example}' (the pass "
-            f"'{example}:1' and the short form without the overall number also work), (2) the address of a "
-            "module whose output it is, e.g. 'features.3' or 'features.3:1', (3) its ordinal position "
-            "(negative counts from the end), or (4) a substring that matches exactly one layer."
-        )
+        return help_text(self, key)
 
     def __contains__(self, key: Any) -> bool:
         try:
@@ -528,57 +483,7 @@ class ModelLog(RecordView):
 
     # ------------------------------------------------------------------ printing
     def __str__(self) -> str:
-        saved = set(self._saved) | set(self._lazy)
-        all_saved = all(n in saved for n in self._node_ids)
-        none_saved = not any(n in saved for n in self._node_ids)
-        s = [f"Log of {self.model_name} forward pass:"]
-        s.append(f"\tRandom seed: {self.random_seed_used}")
-        logging = self.time_total - self.time_forward_pass
-        s.append(f"\tTime elapsed: {round(self.time_total, 3)}s ({round(logging, 3)}s spent logging)")
-        s.append("\tStructure:")
-        s.append(
-            f"\t\t- recurrent (at most {self.max_recurrent_loops} loops)"
-            if self.is_recurrent
-            else "\t\t- purely feedforward, no recurrence"
-        )
-        s.append("\t\t- with branching" if self.is_branching else "\t\t- no branching")
-        s.append("\t\t- no conditional (if-then) branching")
-        if self.buffer_layers:
-            s.append(f"\t\t- contains {len(self.buffer_layers)} buffer layers")
-        s.append(f"\t\t- {len(self._module_num_passes())} total modules")
-        s.append("\tTensor info:")
-        s.append(
-            f"\t\t- {len(self)} total tensors ({human_readable_size(self.total_activation_memory)}) "
-            "computed in forward pass."
-        )
-        s.append(
-            f"\t\t- {self.num_tensors_saved} tensors ({human_readable_size(self.saved_activation_memory)}) "
-            "with saved activations."
-        )
-        s.append(
-            f"\tParameters: {self.total_param_layers} parameter operations ({self.total_params} params total; "
-            f"{human_readable_size(self.total_params_memory)})"
-        )
-        s.append("\tModule Hierarchy:" + "".join("\n" + ln for ln in hierarchy_lines(self)))
-        if all_saved:
-            head = "\tLayers (all have saved activations):"
-        elif none_saved:
-            head = "\tLayers (no layer activations are saved):"
-        else:
-            head = "\tLayers (* means layer has saved activations):"
-        rows = [head]
-        labels = self._col("labels")
-        pnums = self._col("pass_nums")
-        npass = self._col("num_passes")
-        for pos, lab in enumerate(labels):
-            star = "* " if (not all_saved and self._node_ids[pos] in saved) else "  "
-            pstr = f" ({pnums[pos]}/{npass[pos]} passes)" if npass[pos] > 1 else ""
-            rows.append(f"\t\t{star}({pos}) {lab} {pstr}")
-        return "\n".join(s) + "\n" + "\n".join(rows)
+        return model_log_text(self)
 
     def __repr__(self) -> str:
-        nparams = compact_count(self.total_params)
-        return (
-            f"<ModelLog {self.model_name}>\nlayers={len(self)} params={nparams} ops={self.num_operations} "
-            f"saved={human_readable_size(self.saved_activation_memory)} forward={self.time_forward_pass:.3f}s"
-        )
+        return model_log_repr(self)

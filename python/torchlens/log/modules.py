@@ -35,7 +35,7 @@ class ModulePassLog(ExportMixin):
     @property
     def _positions(self) -> list[int]:
         if self.module_address == "self":
-            return list(range(len(self._log)))
+            return list(range(self._log._n_pos))
         return pass_positions(self._log).get(self.pass_label, [])
 
     @property
@@ -245,7 +245,7 @@ class ModuleLog(ExportMixin):
     @property
     def _positions(self) -> list[int]:
         if self.address == "self":
-            return list(range(len(self._log)))
+            return list(range(self._log._n_pos))
         return positions(self._log).get(self.address, [])
 
     @property
@@ -305,23 +305,25 @@ class ModuleLog(ExportMixin):
     def is_shared(self) -> bool:
         return len(self.all_addresses) > 1
 
-    def _layer_sum(self, name: str) -> int | None:
-        vals = [getattr(self._log._entry(p), name) for p in self._positions]
-        vals = [v for v in vals if v is not None]
-        return sum(vals) if vals else None
+    def _layer_sum(self, name: str) -> int:
+        """Sum over the module's layers of their first pass's value, None skipped (as 2.15 counts)."""
+        first: dict[str, int] = {}
+        lab = self._log._col("labels_no_pass")
+        for p in self._positions:
+            first.setdefault(lab[p], p)
+        return sum(v for p in first.values() if (v := getattr(self._log._entry(p), name)) is not None)
 
     @property
-    def flops_forward(self) -> int | None:
+    def flops_forward(self) -> int:
         return self._layer_sum("flops_forward")
 
     @property
-    def flops_backward(self) -> int | None:
+    def flops_backward(self) -> int:
         return self._layer_sum("flops_backward")
 
     @property
-    def flops(self) -> int | None:
-        f, b = self.flops_forward, self.flops_backward
-        return None if f is None else f + (b or 0)
+    def flops(self) -> int:
+        return self.flops_forward + self.flops_backward
 
     @property
     def macs_forward(self) -> int | None:
@@ -421,7 +423,7 @@ def pass_positions(log: ModelLog) -> dict[str, list[int]]:
     def build() -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}
         sl = stack_labels(log)
-        for pos in range(len(log)):
+        for pos in range(log._n_pos):
             if log._is_output(pos):
                 continue
             for lab in sl[log._stack_id(pos)]:
@@ -491,9 +493,16 @@ def nesting_depths(log: ModelLog) -> dict[str, int]:
 
 
 def module_logs(log: ModelLog) -> list[ModuleLog]:
-    """The root `self` followed by every module that ran, in first-call order."""
+    """The root `self` followed by every module that holds a logged op, in first-call order (as 2.15:
+    a module whose ops were all orphans, such as an anchor generator, gets no ModuleLog)."""
+    used = {lab.rsplit(":", 1)[0] for lab in pass_positions(log)}
+    first: dict[str, int] = {}
+    for st in stack_labels(log):
+        if st:
+            first.setdefault(st[-1].rsplit(":", 1)[0], len(first))
+    ran = sorted((m for m in log._data.modules if m.address in used), key=lambda m: first.get(m.address, len(first)))
     mods = [ModuleLog(log, "self", log.model_name, 1, ["self"])]
-    mods += [ModuleLog(log, m.address, m.class_name, m.num_passes, m.all_addresses) for m in log._data.modules]
+    mods += [ModuleLog(log, m.address, m.class_name, m.num_passes, m.all_addresses) for m in ran]
     return mods
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -101,8 +102,17 @@ class ParamLog(ExportMixin):
         return None if g is None else human_readable_size(g)
 
     def release_param_ref(self) -> None:
+        """Cache the gradient metadata, then forget the live parameter."""
         self._grad_info()
         self._param_ref = None
+        self._info = dataclasses.replace(self._info, param=None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        self._grad_info()
+        state = dict(self.__dict__)
+        state["_param_ref"] = None
+        state["_info"] = dataclasses.replace(self._info, param=None)
+        return state
 
     def __len__(self) -> int:
         return self.num_params
@@ -139,7 +149,7 @@ def used_params(log: ModelLog) -> list[ParamInfo]:
     """Parameters some logged operation read, in parameter order."""
     params = log._data.params
     used: set[int] = set()
-    for pos in range(len(log)):
+    for pos in range(log._n_pos):
         if not log._is_output(pos):
             used.update(log._param_ids(pos))
     return [params[k] for k in sorted(used)]
@@ -151,7 +161,7 @@ def param_users(log: ModelLog) -> dict[int, list[str]]:
     def build() -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
         labels = log._col("labels")
-        for pos in range(len(log)):
+        for pos in log._positions():
             if log._is_output(pos):
                 continue
             for p in dict.fromkeys(log._param_ids(pos)):
@@ -167,7 +177,7 @@ def param_links(log: ModelLog) -> dict[int, set[str]]:
     def build() -> dict[int, set[str]]:
         out: dict[int, set[str]] = {}
         params = log._data.params
-        for pos in range(len(log)):
+        for pos in range(log._n_pos):
             if log._is_output(pos):
                 continue
             ids = set(log._param_ids(pos))

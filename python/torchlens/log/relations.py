@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def _flood(log: ModelLog, inputs: bool) -> list[frozenset[int]]:
     """Per position, the inputs it descends from (or the outputs it feeds), in one linear sweep."""
-    n = len(log)
+    n = log._n_pos
     src = log._col("parents") if inputs else log._col("children")
     result: list[frozenset[int]] = [frozenset()] * n
     for pos in range(n) if inputs else range(n - 1, -1, -1):
@@ -74,7 +74,7 @@ def _sweep(order: range, seeds: Any, nbrs: list) -> tuple[list, list]:
 
 
 def _distances(log: ModelLog) -> tuple[list, list, list, list]:
-    n = len(log)
+    n = log._n_pos
     imin, imax = _sweep(range(n), log._is_input, log._col("parents"))
     omin, omax = _sweep(range(n - 1, -1, -1), log._is_output, log._col("children"))
     return imin, imax, omin, omax
@@ -171,6 +171,15 @@ def children_versions(log: ModelLog) -> dict[int, dict[str, Any]]:
                     stack.extend(v)
                 elif type(v) is dict:
                     stack.extend(v.values())
+        # An output node holds the returned tensor; when that differs from its parent's saved value
+        # (changed in place through another alias after the op ran), the parent records it (spec §8.1).
+        parents = log._col("parents")
+        for pos in range(len(labels)):
+            if log._is_output(pos) and parents[pos]:
+                q = parents[pos][0]
+                mine, theirs = log._saved.get(log._node_ids[pos]), log._saved.get(log._node_ids[q])
+                if mine is not None and theirs is not None and mine is not theirs:
+                    out.setdefault(q, {})[labels[pos]] = mine
         return out
 
     return log._cached("rel.versions", build)

@@ -1,12 +1,22 @@
 """Graphviz rendering of a ModelLog (spec §12): `build_dot` writes the DOT source, `render` runs `dot`.
 
 Layout: `_dot` (DOT writing primitives), `_focus` (`module=` focus), `_build` (the graph, step by
-step), `_render` (graphviz, viewer, notebook display).
+step), `_caption` (caption and header), `_spec` (`NodeSpec`, HTML labels, the caller's hooks, the
+render audit), `_render` (graphviz, viewer, notebook display), `_dagua` (the optional dagua backend).
 """
 
 from ._build import AUTO_COLLAPSE_NODES, build_dot
+from ._dagua import model_log_to_dagua_graph, render_model_log_with_dagua, require_dagua
 from ._dot import FILL_FROZEN, FILL_INPUT, FILL_OUTPUT, FILL_TRAINABLE
-from ._render import render
+from ._render import layout_engine, render
+from ._spec import (
+    NodeSpec,
+    RenderHooks,
+    TorchLensRenderAudit,
+    build_render_audit,
+    check_render_options,
+    render_lines_to_html,
+)
 
 __all__ = [
     "AUTO_COLLAPSE_NODES",
@@ -14,6 +24,16 @@ __all__ = [
     "FILL_INPUT",
     "FILL_OUTPUT",
     "FILL_TRAINABLE",
+    "NodeSpec",
+    "RenderHooks",
+    "TorchLensRenderAudit",
     "build_dot",
+    "build_render_audit",
+    "check_render_options",
+    "layout_engine",
+    "model_log_to_dagua_graph",
     "render",
+    "render_lines_to_html",
+    "render_model_log_with_dagua",
+    "require_dagua",
 ]

@@ -12,22 +12,21 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .._format import human_readable_size
 from ..log.params import used_params
+from ._caption import caption, header_lines, module_params_row
 from ._dot import (
     FILL_FROZEN,
     FILL_INPUT,
     FILL_OUTPUT,
     FILL_TRAINABLE,
     Graph,
-    attrs_str,
-    html_label,
     node_name,
     q,
     ranges,
     shape_str,
 )
 from ._focus import Focus, resolve_focus
+from ._spec import NodeSpec, RenderHooks, render_lines_to_html
 
 if TYPE_CHECKING:
     from ..log.model_log import ModelLog
@@ -55,12 +54,15 @@ class _View:
     mod_passes: dict[str, int]
     mod_types: dict[str, str]
     focus: Focus | None = None
+    hooks: RenderHooks = field(default_factory=RenderHooks)
     hidden: set[int] = field(default_factory=set)
+    skipped: set[int] = field(default_factory=set)  # skip_fn: hidden, with edges chained through them
     boundary: set[int] = field(default_factory=set)  # focus only: outside entries feeding the module
     from_input: list[bool] = field(default_factory=list)
     rep: list[str] = field(default_factory=list)  # name of the node that stands for each position
     cluster_of: list[tuple[str, ...]] = field(default_factory=list)
     collapsed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    collapse_verdicts: dict[str, bool] = field(default_factory=dict)  # collapse_fn, asked once per address
 
     @property
     def n(self) -> int:
@@ -78,14 +80,19 @@ def build_dot(
     show_buffers: str = "meaningful",
     graph_overrides: dict[str, Any] | None = None,
     module: Any = None,
+    hooks: RenderHooks | None = None,
 ) -> str:
-    """DOT source for a log. `mode` is 'unrolled' or 'rolled'; `module` focuses on one module (§12.4)."""
+    """DOT source for a log. `mode` is 'unrolled' or 'rolled'; `module` focuses on one module (§12.4);
+    `hooks` carries the caller's node specs, collapse and skip rules and edge/module overrides (§12.5)."""
     show_buffers = _check_options(mode, direction, show_buffers)
     v = _view(log, mode == "rolled", resolve_focus(log, module))
+    v.hooks = hooks or RenderHooks()
     v.hidden = _hidden_positions(v.entries, show_buffers)
     if v.focus is not None:
         _restrict_to_focus(v)
-    depth = _effective_depth(v, max_module_depth)
+    if v.hooks.skip_fn is not None:
+        _skip_positions(v)
+    depth = _effective_depth(v, max_module_depth) if v.hooks.collapse_fn is None else 0
     v.from_input = _reaches_from_input(v.entries, v.parents)
     _place(v, depth)
     g = Graph()
@@ -95,7 +102,7 @@ def build_dot(
     if v.rolled:
         _add_pass_labels(g, v, edge_passes)
     sink = _add_focus_outputs(g, v) if v.focus is not None else _model_sink(v)
-    header = _header(log, direction, graph_overrides, _caption(v))
+    header = header_lines(log, _DIRECTIONS[direction], graph_overrides, _caption(v))
     footer = [f"  {{ rank=sink {q(sink)} }}"] if sink else []
     return g.source(header, footer).replace('"' + _MOD, '"')
 
@@ -140,6 +147,19 @@ def _hidden_positions(entries: list[Any], show_buffers: str) -> set[int]:
             if show_buffers == "never" or (show_buffers == "meaningful" and last in _HIDDEN_BUFFERS):
                 hidden.add(p)
     return hidden
+
+
+def _skip_positions(v: _View) -> None:
+    """`skip_fn(layer_log) -> bool`, asked once per layer: its passes are hidden and their edges chained."""
+    logs = v.log.layer_logs
+    verdict: dict[str, bool] = {}
+    for p in range(v.n):
+        lab = v.no_pass[p]
+        if lab not in verdict:
+            verdict[lab] = bool(v.hooks.skip_fn(logs[lab]))
+        if verdict[lab] and p not in v.hidden:
+            v.skipped.add(p)
+    v.hidden |= v.skipped
 
 
 def _restrict_to_focus(v: _View) -> None:
@@ -227,20 +247,39 @@ def _place(v: _View, depth: int) -> None:
         c0 = _stack_offset(v, p)
         d0 = c0 if v.focus is None else c0 + 1
         eff = len(cms) - (1 if leaf else 0) - d0
-        if 0 < depth <= eff:
-            target = cms[d0 + depth - 1]
+        at = _collapse_level(v, cms[d0 : d0 + eff]) if v.hooks.collapse_fn is not None else depth
+        if 0 < at <= eff:
+            depth_here = at
+            target = cms[d0 + at - 1]
             addr, k = target.rsplit(":", 1)
             key = addr if v.rolled else f"{addr}pass{k}"
             v.rep[p] = _MOD + key
             info = v.collapsed.setdefault(
                 key,
-                {"addr": addr, "k": int(k), "positions": [], "cluster": _clusters(cms[c0 : d0 + depth - 1], v.rolled)},
+                {
+                    "addr": addr,
+                    "k": int(k),
+                    "positions": [],
+                    "cluster": _clusters(cms[c0 : d0 + depth_here - 1], v.rolled),
+                },
             )
             info["positions"].append(p)
             continue
         v.rep[p] = node_name(v.title(p))
         inner = cms[:-1] if leaf else cms
         v.cluster_of[p] = _clusters(inner[c0:], v.rolled)
+
+
+def _collapse_level(v: _View, cms: list[str]) -> int:
+    """`collapse_fn(module_log) -> bool`: 1-based level of the outermost module it collapses, 0 for none."""
+    cache = v.collapse_verdicts
+    for i, m in enumerate(cms):
+        addr = m.rsplit(":", 1)[0]
+        if addr not in cache:
+            cache[addr] = bool(v.hooks.collapse_fn(v.log.modules[addr]))
+        if cache[addr]:
+            return i + 1
+    return 0
 
 
 def _clusters(cms: list[str], rolled: bool) -> tuple[str, ...]:
@@ -257,7 +296,11 @@ def _cluster_chain(cl: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 def _add_clusters(g: Graph, v: _View, cl: tuple[str, ...]) -> None:
     for sub in _cluster_chain(cl):
-        g.clusters.setdefault(sub, _cluster_info(sub, v.mod_types, v.mod_passes, v.rolled))
+        if sub not in g.clusters:
+            info = g.clusters[sub] = _cluster_info(sub, v.mod_types, v.mod_passes, v.rolled)
+            if v.hooks.module_overrides:
+                name = sub[-1] if v.rolled else ":".join(sub[-1].rsplit("_pass", 1))
+                info["overrides"] = v.hooks.cluster_attrs(v.log, name)
 
 
 def _cluster_info(cl: tuple[str, ...], types: dict[str, str], passes: dict[str, int], rolled: bool) -> dict[str, Any]:
@@ -286,11 +329,19 @@ def _add_layer_nodes(g: Graph, v: _View) -> None:
             continue
         seen.add(v.rep[p])
         params = v.log._params_of(p)
-        attrs: dict[str, Any] = {"label": html_label(_layer_rows(v, p, params), bold_first=False)}
-        attrs.update(_layer_fill(v.entries[p], params, p in v.boundary))
-        attrs["color"] = "black"
-        attrs["style"] = "filled,solid" if v.from_input[p] else "filled,dashed"
-        g.node(v.rep[p], attrs, v.cluster_of[p])
+        fill = _layer_fill(v.entries[p], params, p in v.boundary)
+        spec = NodeSpec(
+            lines=_layer_rows(v, p, params),
+            shape=fill.pop("shape"),
+            fillcolor=fill.pop("fillcolor"),
+            fontcolor="black",
+            style="filled,solid" if v.from_input[p] else "filled,dashed",
+            color="black",
+            extra_attrs=fill,
+        )
+        if p not in v.boundary:
+            spec = v.hooks.node_spec(v.log.layer_logs[v.no_pass[p]], spec)
+        g.node(v.rep[p], spec.to_attrs(), v.cluster_of[p])
         _add_clusters(g, v, v.cluster_of[p])
 
 
@@ -329,6 +380,8 @@ def _layer_fill(e: Any, params: list[Any], boundary_input: bool) -> dict[str, An
         out["fillcolor"] = (
             FILL_TRAINABLE if all(trainable) else FILL_FROZEN if not any(trainable) else "#D9D9D9:#B0B0B0"
         )
+        if any(trainable) and not all(trainable):
+            out["gradientangle"] = "0"
     else:
         out["fillcolor"] = "white"
     return out
@@ -346,22 +399,28 @@ def _add_module_boxes(g: Graph, v: _View) -> None:
         elif not v.rolled and npasses > 1:
             title += f":{info['k']}"
         last = v.entries[ps[-1]]
-        nparams = sum(p.numel for p in v.log._module_params(addr))
+        mparams = v.log._module_params(addr)
+        nparams = sum(p.numel for p in mparams)
+        trainable = sum(p.numel for p in mparams if p.requires_grad)
         rows = [
             title,
-            f"({v.mod_types.get(addr, '?')})",
+            v.mod_types.get(addr, "?"),
             f"{shape_str(last.tensor_shape)} ({last.tensor_memory_str})",
             f"{len({v.no_pass[p] for p in ps}) if v.rolled else len(ps)} layers total",
-            f"{nparams} params" if nparams else "0 parameters",
+            module_params_row(nparams, trainable),
         ]
-        attrs = {
-            "label": html_label(rows),
-            "shape": "box3d",
-            "fillcolor": FILL_TRAINABLE if nparams else "white",
-            "color": "black",
-            "style": "filled,solid" if any(v.from_input[p] for p in ps) else "filled,dashed",
-        }
-        g.node(_MOD + key, attrs, info["cluster"])
+        fill = FILL_TRAINABLE if trainable == nparams else FILL_FROZEN if not trainable else "#D9D9D9:#B0B0B0"
+        spec = NodeSpec(
+            lines=rows,
+            shape="box3d",
+            fillcolor=fill if nparams else "white",
+            fontcolor="black",
+            style="filled,solid" if any(v.from_input[p] for p in ps) else "filled,dashed",
+            color="black",
+            extra_attrs={"gradientangle": "0"} if 0 < trainable < nparams else {},
+        )
+        spec = v.hooks.collapsed_spec(v.log.modules[addr], spec)
+        g.node(_MOD + key, spec.to_attrs(), info["cluster"])
         _add_clusters(g, v, info["cluster"])
 
 
@@ -378,17 +437,35 @@ def _add_edges(g: Graph, v: _View) -> dict[tuple[str, str], tuple[set[int], set[
     for c in range(v.n):
         if c in v.hidden or c in v.boundary:
             continue
-        for par in v.parents[c]:
-            if par in v.hidden:
-                continue
+        for par in _drawn_parents(v, c):
             a, b = v.rep[par], v.rep[c]
             if a == b:
                 continue
             tail, head = edge_passes.setdefault((a, b), (set(), set()))
             tail.add(v.pass_nums[par])
             head.add(v.pass_nums[c])
-            g.edges[(a, b)] = _edge_attrs(v.from_input[par])
+            attrs = _edge_attrs(v.from_input[par])
+            if v.hooks.edge_overrides:
+                attrs.update(v.hooks.edge_attrs(v.log, v.entries[par], v.entries[c]))
+            g.edges[(a, b)] = attrs
     return edge_passes
+
+
+def _drawn_parents(v: _View, c: int) -> list[int]:
+    """Visible parents of `c`; a skipped parent is replaced by its own drawn parents (edges chained through)."""
+    out: list[int] = []
+    stack = list(reversed(v.parents[c]))
+    seen: set[int] = set()
+    while stack:
+        par = stack.pop()
+        if par in seen:
+            continue
+        seen.add(par)
+        if par in v.skipped:
+            stack.extend(reversed(v.parents[par]))
+        elif par not in v.hidden:
+            out.append(par)
+    return out
 
 
 def _add_pass_labels(g: Graph, v: _View, edge_passes: dict[tuple[str, str], tuple[set[int], set[int]]]) -> None:
@@ -432,7 +509,7 @@ def _add_focus_outputs(g: Graph, v: _View) -> str | None:
         where = v.focus.pass_title(None if v.rolled else k)
         rows = [f"output_{len(drawn)}", f"{shape_str(e.tensor_shape)} ({e.tensor_memory_str})", where]
         style = "filled,solid" if v.from_input[p] else "filled,dashed"
-        attrs = {"label": html_label(rows, bold_first=False), "shape": "oval", "fillcolor": FILL_OUTPUT}
+        attrs = {"label": render_lines_to_html(rows), "shape": "oval", "fillcolor": FILL_OUTPUT}
         g.node(name, {**attrs, "color": "black", "style": style}, ())
         g.edges[(src, name)] = _edge_attrs(v.from_input[p])
     return name
@@ -443,50 +520,10 @@ def _model_sink(v: _View) -> str | None:
     return outs[-1] if outs else None
 
 
-# --------------------------------------------------------------------------- caption and header
-
-
-def _params_line(params: list[Any]) -> str:
-    total = sum(p.numel for p in params)
-    trainable = sum(p.numel for p in params if p.requires_grad)
-    mem = human_readable_size(sum(p.nbytes for p in params))
-    if total == 0:
-        return "0 params"
-    if trainable == total:
-        return f"{total} params (all trainable, {mem})"
-    if trainable == 0:
-        return f"{total} params (all frozen, {mem})"
-    return f"{total} params ({trainable}/{total} trainable, {mem})"
-
-
 def _caption(v: _View) -> str:
-    log = v.log
-    br = "<br align='left'/>"
     if v.focus is None:
-        count, memory, params = v.n, log.total_activation_memory, used_params(log)
-        title = f"<B>{html.escape(log.model_name)}</B>{br}"
-    else:
-        inside = v.focus.inside
-        count, memory = len(inside), sum(v.entries[p].tensor_memory for p in inside)
-        params = list({prm.address: prm for p in inside for prm in log._params_of(p)}.values())
-        where = html.escape(f"{v.focus.title} ({v.focus.class_name})")
-        title = f"<B>{html.escape(log.model_name)}</B>{br}{where}{br}"
-    return f"<{title}{count} tensors total ({human_readable_size(memory)}){br}{_params_line(params)}{br}>"
-
-
-def _header(log: ModelLog, direction: str, overrides: dict[str, Any] | None, caption: str) -> list[str]:
-    gattrs: dict[str, Any] = {
-        "label": caption,
-        "labeljust": "left",
-        "labelloc": "t",
-        "ordering": "out",
-        "rankdir": _DIRECTIONS[direction],
-    }
-    for k, val in (overrides or {}).items():
-        gattrs[k] = val(log) if callable(val) else val
-    return [
-        f"digraph {q(log.model_name)} {{",
-        "  // Computational graph for the feedforward sweep",
-        f"  graph {attrs_str(gattrs)}",
-        "  node [ordering=out]",
-    ]
+        return caption(v.log, v.n, v.log.total_activation_memory, used_params(v.log), None)
+    inside = v.focus.inside
+    params = list({prm.address: prm for p in inside for prm in v.log._params_of(p)}.values())
+    memory = sum(v.entries[p].tensor_memory for p in inside)
+    return caption(v.log, len(inside), memory, params, f"{v.focus.title} ({v.focus.class_name})")

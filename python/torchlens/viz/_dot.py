@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections import defaultdict
 from typing import Any
 
@@ -36,16 +35,6 @@ def shape_str(shape: tuple[int, ...]) -> str:
     if len(shape) == 1:
         return f"x{shape[0]}"
     return "x".join(str(d) for d in shape)
-
-
-def html_label(rows: list[str], bold_first: bool = True) -> str:
-    cells = []
-    for i, r in enumerate(rows):
-        text = html.escape(r)
-        if i == 0 and bold_first:
-            text = f"<B>{text}</B>"
-        cells.append(f"<TR><TD>{text}</TD></TR>")
-    return "<<TABLE BORDER='0' CELLBORDER='0' CELLSPACING='0'>" + "".join(cells) + "</TABLE>>"
 
 
 def attrs_str(d: dict[str, Any]) -> str:
@@ -95,10 +84,17 @@ class Graph:
                 info = self.clusters[sub]
                 width = 5.0 if max_depth <= 1 else 5.0 - 3.0 * (len(sub) - 1) / (max_depth - 1)
                 lines.append(f"{indent}subgraph {q('cluster_' + sub[-1])} {{")
-                lines.append(
-                    f"{indent}  graph [label={info['label']} labelloc=b fillcolor=white "
-                    f"style={q(info.get('style', 'filled,solid'))} penwidth={width:.1f}]"
-                )
+                attrs = {
+                    "label": info["label"],
+                    "labelloc": "b",
+                    "fillcolor": "white",
+                    "style": q(info.get("style", "filled,solid")),
+                    "penwidth": f"{width:.1f}",
+                }
+                for k, val in info.get("overrides", {}).items():
+                    val = str(val)
+                    attrs[k] = val if val.startswith("<") else q(val)
+                lines.append(f"{indent}  graph [{' '.join(f'{k}={val}' for k, val in attrs.items())}]")
                 emit(sub, indent + "  ")
                 lines.append(f"{indent}}}")
 

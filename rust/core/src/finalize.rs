@@ -72,7 +72,6 @@ pub fn finalize(batch: &CaptureBatch, opts: &Options) -> Result<Finalized> {
 
     let n = graph.len();
     let mut funcs = vec![NONE; n];
-    let mut out_positions = vec![-1i32; n];
     let mut types = Vec::with_capacity(n);
     let mut roles = vec![NO_STR; n];
     for pos in 0..n {
@@ -80,7 +79,6 @@ pub fn finalize(batch: &CaptureBatch, opts: &Options) -> Result<Finalized> {
             Source::Record(rec) => {
                 if rec.kind == NodeKind::Op {
                     funcs[pos] = rec.func;
-                    out_positions[pos] = rec.out_index;
                 }
                 types.push(TypeName::of(rec.kind, rec.layer_type));
                 roles[pos] = if rec.kind == NodeKind::Op { NO_STR } else { rec.role };
@@ -91,7 +89,7 @@ pub fn finalize(batch: &CaptureBatch, opts: &Options) -> Result<Finalized> {
             }
         }
     }
-    let layers = loops::detect(&graph, &fingerprints, &funcs, &out_positions, opts.detect_loops);
+    let layers = loops::detect(&graph, &fingerprints, &funcs, opts.detect_loops);
     tick("loops", &mut timings);
 
     let numbers = labels::number(&graph.kinds, &types, &layers.layer_of, &layers.pass_num, &layers.first);
@@ -109,6 +107,17 @@ pub fn finalize(batch: &CaptureBatch, opts: &Options) -> Result<Finalized> {
         let pos = graph.position_of[node as usize];
         if pos != NONE {
             exits[pos as usize].push((addr, pass));
+        }
+    }
+    // An output node copies its producer's metadata (§7.5 step 1): as in 2.15, it exits the module
+    // passes its producer ran in (so `output_1` is also keyed by the last layer's modules).
+    for (pos, exit) in exits.iter_mut().enumerate() {
+        if let Source::Output(&(producer, _, _)) = graph.source(batch, pos) {
+            if let Some(rec) = batch.records.get(producer as usize) {
+                if let Some(stack) = batch.module_stacks.get(rec.module_stack as usize) {
+                    exit.clone_from(stack);
+                }
+            }
         }
     }
     let module_passes = batch.module_passes.iter().copied().collect();

@@ -11,13 +11,10 @@ use crate::record::{CaptureBatch, NodeKind, StrId};
 /// The parts a fingerprint is made of, before the module suffix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Base {
-    /// An op that consumed parameters: layer type, interned sorted parameter set and position in
-    /// a multi-tensor return (an LSTM's output, h and c are three layers, not three passes).
-    Param {
-        layer_type: StrId,
-        params: u32,
-        out_index: i32,
-    },
+    /// An op that consumed parameters: layer type and interned sorted parameter set. The position
+    /// in a multi-tensor return is not part of it (2.15: an LSTM's output, h and c are three
+    /// passes of one layer).
+    Param { layer_type: StrId, params: u32 },
     /// A parameter-free op: layer type, argument hash, position in a multi-tensor return and
     /// innermost module address (or [`NONE`]).
     Op {
@@ -102,7 +99,6 @@ impl Fingerprints {
                             Base::Param {
                                 layer_type: rec.layer_type,
                                 params,
-                                out_index: rec.out_index,
                             }
                         }
                         NodeKind::Op | NodeKind::Output => Base::Op {
@@ -142,17 +138,10 @@ impl Fingerprints {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = match base {
-            Base::Param {
-                layer_type,
-                params,
-                out_index,
-            } => {
+            Base::Param { layer_type, params } => {
                 out.push_str(s(layer_type));
                 for p in &self.param_sets[params as usize] {
                     let _ = write!(out, "_p{p}");
-                }
-                if out_index >= 0 {
-                    let _ = write!(out, "_outindex{out_index}");
                 }
                 Ok(())
             }

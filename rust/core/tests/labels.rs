@@ -135,7 +135,20 @@ fn alexnet_lookup_keys() {
     assert_eq!(fin.lookup("input.x"), Some(0));
     assert_eq!(fin.lookup("output"), Some(23));
     assert_eq!(fin.lookup_keys(0).unwrap(), ["input.x", "input_1", "input_1:1"]);
-    assert_eq!(fin.lookup_keys(23).unwrap(), ["output", "output_1", "output_1:1"]);
+    // An output node copies the module passes its producer exits (spec §5.5: `head` is a key of
+    // both the last linear and `output_1`; the first entry owns it).
+    assert_eq!(
+        fin.lookup_keys(23).unwrap(),
+        [
+            "classifier",
+            "classifier.6",
+            "classifier.6:1",
+            "classifier:1",
+            "output",
+            "output_1",
+            "output_1:1"
+        ]
+    );
     assert_eq!(fin.lookup("CONV2D_3_7"), None);
     assert_eq!(fin.lookup_ci("CONV2D_3_7"), Some(conv as u32));
     assert_eq!(fin.lookup_ci("Features.6"), Some(conv as u32));

@@ -306,3 +306,112 @@ fn identical_inputs_feeding_a_chain_do_not_crash() {
     assert_eq!(fin.len(), 6);
     assert_eq!(fin.lookup("input.c"), Some(2));
 }
+
+/// Two dropout + residual blocks joined by `mid` (BART's encoder layer): `h = mid(x + drop(l1(x)));
+/// out = h + drop(l2(h))`, `mid` a layer norm (parameters) or `exp`.
+fn residual_pair(mid_has_params: bool) -> Vec<String> {
+    let mut s = Stream::new();
+    let x = s.input("input.x", SHAPE);
+    let l1 = s.op_p("linear", &[0, 1], &[x]);
+    let d1 = s.op_h("dropout", 0xD0, &[l1]);
+    let a1 = s.op("__add__", &[x, d1]);
+    let h = if mid_has_params {
+        s.op_p("layer_norm", &[2, 3], &[a1])
+    } else {
+        s.op("exp", &[a1])
+    };
+    let l2 = s.op_p("linear", &[4, 5], &[h]);
+    let d2 = s.op_h("dropout", 0xD0, &[l2]);
+    let a2 = s.op("__add__", &[h, d2]);
+    s.output(a2, "output", SHAPE);
+    s.finalize().labels()
+}
+
+#[test]
+fn a_parameterised_node_between_two_blocks_links_them() {
+    // Checked against TorchLens 2.15.0: the layer norm is a neighbour of both subgraphs (child of
+    // the first add, parent of the second) and uses parameters, so the blocks are passes.
+    assert_eq!(
+        residual_pair(true),
+        [
+            "input_1",
+            "linear_1_1",
+            "dropout_1_2:1",
+            "add_1_3:1",
+            "layernorm_1_4",
+            "linear_2_5",
+            "dropout_1_2:2",
+            "add_1_3:2",
+            "output_1"
+        ]
+    );
+    // A parameter-free op in its place, with nothing like it further along, does not link them.
+    assert_eq!(
+        residual_pair(false),
+        [
+            "input_1",
+            "linear_1_1",
+            "dropout_1_2",
+            "add_1_3",
+            "exp_1_4",
+            "linear_2_5",
+            "dropout_2_6",
+            "add_2_7",
+            "output_1"
+        ]
+    );
+}
+
+#[test]
+fn a_shared_neighbour_with_a_twin_links_but_stays_out_of_the_group() {
+    // `h = x * 2; for _ in range(2): h = exp(sin(h) + h)` (2.15.0: the sins and adds are passes,
+    // the two exps stay separate layers).
+    let mut s = Stream::new();
+    let x = s.input("input.x", SHAPE);
+    let mut h = s.op_h("__mul__", MUL_TWO, &[x]);
+    for _ in 0..2 {
+        let sn = s.op("sin", &[h]);
+        let a = s.op("__add__", &[sn, h]);
+        h = s.op("exp", &[a]);
+    }
+    s.output(h, "output", SHAPE);
+    assert_eq!(
+        s.finalize().labels(),
+        [
+            "input_1",
+            "mul_1_1",
+            "sin_1_2:1",
+            "add_1_3:1",
+            "exp_1_4",
+            "sin_1_2:2",
+            "add_1_3:2",
+            "exp_2_5",
+            "output_1"
+        ]
+    );
+}
+
+#[test]
+fn the_tensors_of_one_parameter_call_are_passes_of_one_layer() {
+    // An LSTM's output, h and c (out_index 0, 1, 2) share function and parameters (2.15.0).
+    let mut s = Stream::new();
+    let x = s.input("input.x", SHAPE);
+    let o = s.op_full("lstm", 0, 0, &[0, 1], &[x]);
+    let hh = s.op_full("lstm", 0, 1, &[0, 1], &[x]);
+    let c = s.op_full("lstm", 0, 2, &[0, 1], &[x]);
+    let a = s.op("__add__", &[o, hh]);
+    let b = s.op("__mul__", &[a, c]);
+    s.output(b, "output", SHAPE);
+    assert_eq!(
+        s.finalize().labels(),
+        [
+            "input_1",
+            "lstm_1_1:1",
+            "lstm_1_1:2",
+            "lstm_1_1:3",
+            "add_1_2",
+            "mul_1_3",
+            "output_1"
+        ]
+    );
+}

@@ -34,10 +34,9 @@ pub struct Layers {
     pub first: Vec<u32>,
 }
 
-/// Detects layers. `funcs[pos]` is the raw function id and `outs[pos]` the position in a
-/// multi-tensor return (for the parameter rule; `NONE` / -1 for non-ops); `full` selects §6.2
-/// over §6.3.
-pub fn detect(graph: &Graph, fp: &Fingerprints, funcs: &[u32], outs: &[i32], full: bool) -> Layers {
+/// Detects layers. `funcs[pos]` is the raw function id (for the parameter rule; `NONE` for
+/// non-ops); `full` selects §6.2 over §6.3.
+pub fn detect(graph: &Graph, fp: &Fingerprints, funcs: &[u32], full: bool) -> Layers {
     let n = graph.len();
     let mut table = LayerTable::new(n);
     if full {
@@ -63,7 +62,7 @@ pub fn detect(graph: &Graph, fp: &Fingerprints, funcs: &[u32], outs: &[i32], ful
             rounds.run(graph, fp, members, &mut table);
         }
     }
-    reconcile(graph, fp, funcs, outs, &table)
+    reconcile(graph, fp, funcs, &table)
 }
 
 /// Positions of each fingerprint in creation order, as (offsets, positions).
@@ -84,9 +83,10 @@ fn members_by_fingerprint(fp: &Fingerprints) -> (Vec<u32>, Vec<u32>) {
     (offsets, members)
 }
 
-/// §6.2 step 5 plus the parameter rule: merges layers and same-function-same-parameter ops,
-/// then numbers layers by first appearance and passes by creation order.
-fn reconcile(graph: &Graph, fp: &Fingerprints, funcs: &[u32], outs: &[i32], table: &LayerTable) -> Layers {
+/// §6.2 step 5 plus the parameter rule: merges layers and same-function-same-parameter ops (all
+/// the tensors one such call returns included), then numbers layers by first appearance and
+/// passes by creation order.
+fn reconcile(graph: &Graph, fp: &Fingerprints, funcs: &[u32], table: &LayerTable) -> Layers {
     let n = graph.len();
     let mut uf = UnionFind::new(n);
     for layer in &table.members {
@@ -94,10 +94,10 @@ fn reconcile(graph: &Graph, fp: &Fingerprints, funcs: &[u32], outs: &[i32], tabl
             uf.union(w[0], w[1]);
         }
     }
-    let mut by_weights: FxHashMap<(u32, u32, i32), u32> = FxHashMap::default();
-    for (pos, ((&params, &func), &position)) in fp.params.iter().zip(funcs).zip(outs).enumerate() {
+    let mut by_weights: FxHashMap<(u32, u32), u32> = FxHashMap::default();
+    for (pos, (&params, &func)) in fp.params.iter().zip(funcs).enumerate() {
         if params != NONE && func != NONE {
-            let first = *by_weights.entry((func, params, position)).or_insert(pos as u32);
+            let first = *by_weights.entry((func, params)).or_insert(pos as u32);
             uf.union(first, pos as u32);
         }
     }

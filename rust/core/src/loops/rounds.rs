@@ -55,6 +55,9 @@ pub(super) struct Rounds {
     buckets: Vec<Bucket>,
     bucket_ids: FxHashMap<(u8, u32), u32>,
     formed: Vec<(u32, u32)>,
+    pairs: Vec<(u32, u32)>,
+    shared: Vec<u32>,
+    per_sub_fp: FxHashMap<(u32, u32), u32>,
     /// Per node, the last earlier iso group (global id) of size > 1 it belonged to.
     explored: Vec<u32>,
     /// Size of every global iso group id.
@@ -78,6 +81,9 @@ impl Rounds {
             buckets: Vec::new(),
             bucket_ids: FxHashMap::default(),
             formed: Vec::new(),
+            pairs: Vec::new(),
+            shared: Vec::new(),
+            per_sub_fp: FxHashMap::default(),
             explored: vec![NONE; n],
             explored_sizes: Vec::new(),
         }
@@ -218,6 +224,56 @@ impl Rounds {
                 }
                 self.entries.push(Entry { sub, node: nb, bucket });
                 self.consumed.push(false);
+            }
+        }
+        self.link_shared(fp, adjacency);
+    }
+
+    /// A neighbour of two subgraphs in the same step (a child of one and a parent of the next,
+    /// as a layer norm between two residual blocks) joins no iso group. It links the subgraphs
+    /// when it uses parameters, or when one of them has another candidate with its fingerprint
+    /// (the same op further along the repeated block). Found by running `TorchLens` 2.15.0.
+    fn link_shared(&mut self, fp: &Fingerprints, adjacency: &mut UnionFind) {
+        self.pairs.clear();
+        self.pairs.extend(self.entries.iter().map(|e| (e.node, e.sub)));
+        self.pairs.sort_unstable();
+        self.pairs.dedup();
+        let any_shared = self.pairs.windows(2).any(|w| w[0].0 == w[1].0);
+        if !any_shared {
+            return;
+        }
+        // Distinct candidate nodes per (subgraph, fingerprint).
+        self.per_sub_fp.clear();
+        for &(node, sub) in &self.pairs {
+            *self.per_sub_fp.entry((sub, fp.ids[node as usize])).or_insert(0) += 1;
+        }
+        self.shared.clear();
+        let mut start = 0;
+        while start < self.pairs.len() {
+            let node = self.pairs[start].0;
+            let mut end = start + 1;
+            while end < self.pairs.len() && self.pairs[end].0 == node {
+                end += 1;
+            }
+            if end - start > 1 {
+                self.shared.push(node);
+                let id = fp.ids[node as usize];
+                let subs = &self.pairs[start..end];
+                let links = fp.params[node as usize] != NONE
+                    || subs
+                        .iter()
+                        .any(|&(_, s)| self.per_sub_fp.get(&(s, id)).copied().unwrap_or(0) > 1);
+                if links {
+                    for w in subs.windows(2) {
+                        adjacency.union(w[0].1, w[1].1);
+                    }
+                }
+            }
+            start = end;
+        }
+        for (e, consumed) in self.entries.iter().zip(self.consumed.iter_mut()) {
+            if self.shared.binary_search(&e.node).is_ok() {
+                *consumed = true;
             }
         }
     }

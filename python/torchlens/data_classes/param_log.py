@@ -1,0 +1,11 @@
+"""TorchLens 2.15 import path `torchlens.data_classes.param_log`: re-exports only (the classes live in `torchlens.log`).
+
+Nothing inside torchlens imports this module; it is kept for code written against 2.15.
+"""
+
+from __future__ import annotations
+
+from ..log.accessors import ParamAccessor
+from ..log.params import ParamLog
+
+__all__ = ["ParamAccessor", "ParamLog"]

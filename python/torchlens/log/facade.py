@@ -1,0 +1,190 @@
+"""ModelLog methods that the 2.15 API puts on the log but that a higher layer implements: graphs
+(`render_graph`, `to_dot`, the dagua and audit helpers) and the fast replay (`save_new_activations`).
+
+Each imports its layer locally, marked `# facade`; `ModelLog` inherits them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .model_log import ModelLog
+
+
+class FacadeMethods:
+    """Mixed into `ModelLog`."""
+
+    def render_graph(
+        self,
+        vis_mode: str = "unrolled",
+        vis_nesting_depth: int = 1000,
+        vis_outpath: str = "modelgraph",
+        vis_graph_overrides: dict[str, Any] | None = None,
+        module: Any = None,
+        node_mode: str = "default",
+        node_spec_fn: Any = None,
+        collapsed_node_spec_fn: Any = None,
+        collapse_fn: Any = None,
+        skip_fn: Any = None,
+        vis_edge_overrides: dict[str, Any] | None = None,
+        vis_gradient_edge_overrides: dict[str, Any] | None = None,
+        vis_module_overrides: dict[str, Any] | None = None,
+        vis_save_only: bool = False,
+        vis_fileformat: str = "pdf",
+        show_buffer_layers: Any = "meaningful",
+        direction: str = "bottomup",
+        vis_node_placement: str = "auto",
+        vis_renderer: str = "graphviz",
+        vis_theme: str = "torchlens",
+        code_panel: Any = False,
+    ) -> str:
+        """Render the computational graph with graphviz and return its DOT source (spec §12).
+
+        Args:
+            vis_mode: `"unrolled"` (one node per pass) or `"rolled"` (one node per layer).
+            vis_nesting_depth: Collapse modules nested deeper than this into one box (0: never).
+            vis_outpath: Output path without extension (a trailing image extension is stripped).
+            vis_graph_overrides: Extra graphviz graph attributes (values may be `f(model_log)`).
+            module: Focus on one module: a ModuleLog, an address, or `"addr:k"` for one pass.
+            node_mode: `"default"` (the other presets are not available in this release).
+            node_spec_fn: `f(layer_log, default_spec) -> NodeSpec | None` for every layer node.
+            collapsed_node_spec_fn: `f(module_log, default_spec) -> NodeSpec | None` for collapsed modules.
+            collapse_fn: `f(module_log) -> bool`, replacing the depth rule: collapse the outermost module
+                it accepts.
+            skip_fn: `f(layer_log) -> bool`: hide the layer's nodes and connect their parents to their children.
+            vis_edge_overrides: Edge attributes (values may be `f(model_log, parent_entry, child_entry)`).
+            vis_gradient_edge_overrides: Not available (gradients are not captured in this release).
+            vis_module_overrides: Cluster attributes (values may be `f(model_log, "address:pass")`).
+            vis_save_only: Do not open the rendered file in a viewer.
+            vis_fileformat: Any format `dot -T` accepts (`pdf`, `png`, `svg`, ...).
+            show_buffer_layers: `"never"`, `"meaningful"` (default) or `"always"`.
+            direction: `"bottomup"`, `"topdown"` or `"leftright"`.
+            vis_node_placement: `"auto"`/`"dot"`, `"sfdp"`, or `"elk"` (falls back to sfdp with a warning).
+            vis_renderer: `"graphviz"`; `"dagua"` needs the optional dagua backend.
+            vis_theme: Used by the dagua renderer only.
+            code_panel: Not available in this release (NotImplementedError unless False).
+
+        Returns:
+            The DOT source.
+        """
+        self._require_all_layers()  # type: ignore[attr-defined]
+        from ..viz import RenderHooks, build_dot, check_render_options, layout_engine, render  # facade
+
+        check_render_options(
+            {
+                "node_mode": node_mode,
+                "vis_gradient_edge_overrides": vis_gradient_edge_overrides,
+                "vis_renderer": vis_renderer,
+            },
+            code_panel,
+        )
+        engine = layout_engine(vis_node_placement)
+        hooks = RenderHooks(
+            node_spec_fn, collapsed_node_spec_fn, collapse_fn, skip_fn, vis_edge_overrides, vis_module_overrides
+        )
+        src = build_dot(
+            self,
+            vis_mode,
+            vis_nesting_depth,
+            direction,
+            show_buffer_layers,
+            vis_graph_overrides,
+            module,
+            hooks,  # type: ignore[arg-type]
+        )
+        render(src, vis_outpath, vis_fileformat, vis_save_only, engine)
+        return src
+
+    def to_dot(
+        self,
+        vis_mode: str = "unrolled",
+        vis_nesting_depth: int = 1000,
+        direction: str = "bottomup",
+        module: Any = None,
+        *,
+        show_buffer_layers: Any = "meaningful",
+        vis_graph_overrides: dict[str, Any] | None = None,
+        node_spec_fn: Any = None,
+        collapsed_node_spec_fn: Any = None,
+        collapse_fn: Any = None,
+        skip_fn: Any = None,
+        vis_edge_overrides: dict[str, Any] | None = None,
+        vis_module_overrides: dict[str, Any] | None = None,
+    ) -> str:
+        """DOT source of the graph without rendering it (the arguments are those of `render_graph`)."""
+        self._require_all_layers()  # type: ignore[attr-defined]
+        from ..viz import RenderHooks, build_dot  # facade
+
+        hooks = RenderHooks(
+            node_spec_fn, collapsed_node_spec_fn, collapse_fn, skip_fn, vis_edge_overrides, vis_module_overrides
+        )
+        return build_dot(
+            self,
+            vis_mode,
+            vis_nesting_depth,
+            direction,
+            show_buffer_layers,
+            vis_graph_overrides,
+            module,
+            hooks,  # type: ignore[arg-type]
+        )
+
+    def render_dagua_graph(
+        self,
+        vis_mode: str = "unrolled",
+        vis_nesting_depth: int = 1000,
+        vis_outpath: str = "graph.gv",
+        vis_save_only: bool = False,
+        vis_fileformat: str = "pdf",
+        vis_buffer_layers: bool = False,
+        vis_direction: str = "bottomup",
+        vis_theme: str = "torchlens",
+    ) -> str:
+        """Render with the optional dagua backend (ModuleNotFoundError naming `dagua` when it is missing)."""
+        from ..viz import require_dagua  # facade
+
+        require_dagua()
+
+    def to_dagua_graph(
+        self,
+        vis_mode: str = "unrolled",
+        vis_nesting_depth: int = 1000,
+        show_buffer_layers: bool = False,
+        direction: str = "bottomup",
+        include_gradient_edges: bool | None = None,
+    ) -> Any:
+        """A dagua graph of the log (ModuleNotFoundError naming `dagua` when it is missing)."""
+        from ..viz import require_dagua  # facade
+
+        require_dagua()
+
+    def visualization_field_audit(self) -> Any:
+        """Which log fields the graph uses and which it leaves out (`torchlens.build_render_audit`)."""
+        from ..viz import build_render_audit  # facade
+
+        return build_render_audit(self)  # type: ignore[arg-type]
+
+    def save_new_activations(
+        self,
+        model: nn.Module,
+        input_args: Any,
+        input_kwargs: dict[str, Any] | None = None,
+        layers_to_save: Any = "all",
+        gradients_to_save: Any = "all",
+        random_seed: int | None = None,
+        train_mode: bool | None = None,
+    ) -> None:
+        """Run `model` on new inputs and replace the saved activations, keeping labels and metadata (spec §8.7).
+
+        Raises:
+            ValueError: The new pass computes a different graph.
+        """
+        from ..api_extra import save_new_activations  # facade
+
+        log: ModelLog = self  # type: ignore[assignment]
+        save_new_activations(
+            log, model, input_args, input_kwargs, layers_to_save, gradients_to_save, random_seed, train_mode
+        )
