@@ -246,9 +246,8 @@ class Session:
             parents = []
             self._scan(args[:limit], parents, [])
         if kwargs:
-            # Keyword arguments are no edges, as in 2.15: a tensor or parameter passed by keyword
-            # (`attn_mask=`, `weight=`) is neither a parent nor a parameter of the op, except for
-            # the few of `_data.KWARG_PARENTS`.
+            # As in 2.15 a tensor or parameter passed by keyword is no parent and no parameter of the
+            # op (`attn_mask=`, `weight=`), except for the few of `_data.KWARG_PARENTS`.
             names = _KWARG_PARENTS.get(fid)
             if names is not None:
                 self._scan([kwargs[k] for k in names if k in kwargs], parents, [])
@@ -519,20 +518,23 @@ class Session:
         # A call that ran other wrapped calls reads its parents' tags after them (an inner call may
         # have re-tagged an argument): each captured argument names the node the record names.
         inner = self.ncalls != n_calls + 1
+        own = [
+            nid
+            for nid in range(n_before, _len(records))
+            if records[nid][F_KIND] == KIND_OP and records[nid][F_FUNC] == fid and nid not in self.func_args
+        ]
         for r, t in refs:
             if inner:
                 tg = _getattr(t, TAG, None)
-                # (not a node this call made: an in-place call re-tags its own first argument)
-                if tg is not None and 0 <= tg < n_before:
+                # (not this call's own node: an in-place call re-tags its first argument)
+                if tg is not None and tg >= 0 and tg not in own:
                     r.nid = tg
             if r.nid < 0:
                 r.nid = self.buffer_nid.get(-r.nid - 1, -1)
-        for nid in range(n_before, _len(records)):
-            rec = records[nid]
-            if rec[F_KIND] == KIND_OP and rec[F_FUNC] == fid and nid not in self.func_args:
-                self.func_args[nid] = cap
-                if rng is not None:
-                    self.func_rng[nid] = rng
+        for nid in own:
+            self.func_args[nid] = cap
+            if rng is not None:
+                self.func_rng[nid] = rng
         return out
 
     def prune_arg_versions(self) -> None:
