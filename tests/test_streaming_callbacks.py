@@ -487,3 +487,22 @@ def test_streamed_output_written_through_a_view_is_the_returned_value(
     mem = tl.log_forward_pass(model, x.clone(), activation_postfunc=postfunc)
     for e in mem:
         assert torch.equal(back[e.layer_label].activation, e.activation), e.layer_label
+
+
+def test_save_new_activations_sends_the_new_activations_to_the_callback() -> None:
+    # TorchLens 2.15.0 prints these two label lists for the same model and calls.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    seen: list[tuple[str, torch.Tensor]] = []
+    opts = tl.StreamingOptions(activation_callback=lambda label, t: seen.append((label, t)))
+    log = tl.log_forward_pass(model, torch.randn(2, 3), streaming=opts)
+    assert [s[0] for s in seen] == ["input_1_raw", "linear_1_2_raw", "relu_1_3_raw", "linear_2_4_raw"]
+    seen.clear()
+    x2 = torch.randn(2, 3)
+    log.save_new_activations(model, x2)
+    assert [s[0] for s in seen] == ["input_1:1", "linear_1_1:1", "relu_1_2:1", "linear_2_3:1"]
+    for label, t in seen:
+        assert t is log[label].activation
+    with torch.no_grad():
+        assert torch.equal(seen[2][1], torch.relu(model[0](x2)))
+        assert torch.equal(log["output_1"].activation, model(x2))

@@ -112,3 +112,25 @@ def test_validation_restores_state_and_inputs() -> None:
     # Ground truth and logged pass each update the stats once; validation restores in between.
     assert not torch.equal(model[1].running_mean, rm)
     assert model.training
+
+
+class _ConstStateMax(nn.Module):
+    """An RWKV-like state that starts at -1e38: no value within its range differs from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        state = torch.full((2, 4), -1e38) + 0.0
+        return torch.maximum(state, self.fc(x)) * 2
+
+
+def test_parent_with_no_differing_value_is_not_a_false_alarm(capsys: pytest.CaptureFixture) -> None:
+    # TorchLens 2.15.0 returns True here too; its labels are the same.
+    torch.manual_seed(0)
+    model, x = _ConstStateMax(), torch.randn(2, 4)
+    assert tl.validate_forward_pass(model, x)
+    assert "did not change its output" not in capsys.readouterr().out
+    log = tl.log_forward_pass(model, x)
+    assert log.layer_labels == ["input_1", "full_1_1", "add_1_2", "linear_1_3", "maximum_1_4", "mul_1_5", "output_1"]

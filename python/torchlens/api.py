@@ -201,6 +201,7 @@ def log_forward_pass(
     )
     _attach_outputs(log, cap, saved)
     _set_options(log, cap, call, model)
+    log._activation_callback = callback  # save_new_activations sends its activations there too
     if train_mode is not MISSING:
         log.train_mode = bool(train_mode)
     if call.kind == "list":

@@ -243,7 +243,14 @@ def save_new_activations(
         wanted = {log._node_id(p) for p in resolve(log, layers_to_save)}
         wanted.update(log._record_index(p) for p in range(len(log)) if log._is_output(p))
         save = frozenset(n for n in wanted if n < log._n_records)
-    cap = api._capture(model, args, kwargs, call, None, None, save=save)
+    sink = None
+    if log._activation_callback is not None:  # 2.15 re-sends the new activations, with final labels
+        from .io import CallbackSink
+
+        sink = CallbackSink(log._activation_callback, True, call.output_device)
+        labels = log._col("labels_w_pass")
+        sink.replay_labels({log._node_id(p): labels[p] for p in range(len(log))})
+    cap = api._capture(model, args, kwargs, call, sink, sink, save=save)
     _check_same_records(log, cap)
     _update_metadata(log, cap)
     saved = dict(cap.session.saved)

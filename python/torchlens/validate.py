@@ -105,6 +105,17 @@ def _same(a: Any, b: Any, exact: bool) -> bool:
     return bool(torch.equal(a, b))
 
 
+def _differing_nonsense(t: torch.Tensor, attempts: int = 100) -> torch.Tensor | None:
+    """`_nonsense(t)` that differs from `t` somewhere, or None after `attempts` tries (spec §11.2: a
+    constant far from zero, like a -1e38 initial state, has no other value within its range)."""
+    for _ in range(attempts):
+        n = _nonsense(t)
+        with torch.no_grad():
+            if not bool((n == t.detach()).all()):
+                return n
+    return None
+
+
 def _nonsense(t: torch.Tensor) -> torch.Tensor:
     """Random values of the same shape/dtype spread over the original range (spec §11.2)."""
     with torch.no_grad():
@@ -318,7 +329,11 @@ def _perturb_ok(
         changed = False
         for _ in range(3):
             pert = dict(values)
-            pert[nid_p] = _nonsense(v)
+            nonsense = _differing_nonsense(v)
+            if nonsense is None:  # no value in the parent's range differs from it: nothing to test
+                changed = True
+                break
+            pert[nid_p] = nonsense
             try:
                 out2 = _replay(log, nid, fa, pert)
             except Exception:

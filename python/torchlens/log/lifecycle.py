@@ -129,6 +129,7 @@ def log_state(log: ModelLog) -> dict[str, Any]:
     state["_lazy"] = dict(log._lazy)
     state["_source_model_ref"] = None
     state["activation_postfunc"] = _picklable_or_none(log.activation_postfunc)
+    state["_activation_callback"] = _picklable_or_none(log._activation_callback)
     state["_caches"] = {k: log._cols[k] for k in _KEPT_CACHES if k in log._cols}
     state["_pickle_format_version"] = PICKLE_FORMAT_VERSION
     return state

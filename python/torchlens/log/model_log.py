@@ -51,6 +51,7 @@ class ModelLog(RecordView, FacadeMethods):
         self._pass_finished = True
         # Capture options (spec §2.5); the api sets the ones a call chose.
         self.activation_postfunc: Any = None
+        self._activation_callback: Any = None  # StreamingOptions.activation_callback of the capture
         self.activation_postfunc_repr: str | None = None
         self.save_raw_activation = True
         self.save_function_args = False
