@@ -218,7 +218,7 @@ class Session:
         parents: list[int] = []
         params: list[int] = []
         toks: list[Any] = []
-        nested: list[int] = []  # parents inside list/tuple arguments come after the direct ones (2.15)
+        nested: list[int] | None = None  # parents inside list/tuple arguments come after the direct ones (2.15)
         for a in args:
             ta = _type(a)
             if ta is Tensor:
@@ -237,6 +237,8 @@ class Session:
                 toks.append(a)
             else:
                 if ta is tuple or ta is list or isinstance(a, Tensor):
+                    if nested is None:
+                        nested = []
                     self._scan((a,), nested, params)
                 toks.append(_tok(a))
         if nested:
@@ -442,13 +444,8 @@ class Session:
         h = _hash((tuple(t.shape), str(t.dtype))) & _MASK
         self.outputs.append((tg, intern(role), h))
         self.output_tensors.append(t)
-        sink = self.sink
-        streamed = (
-            sink is not None
-            and not sink.keep
-            and (self.save_all or (self.save_set is not None and tg in self.save_set))
-        )
-        if (tg in self.saved or tg in self.transformed or streamed) and alias.output_value(
+        streamed = getattr(self.sink, "streamed", None)  # a bundle sink knows what it wrote
+        if (tg in self.saved or tg in self.transformed or (streamed and streamed(tg))) and alias.output_value(
             t, alias.stale(self.writes, t, tg), self.saved.get(tg)
         ):
             self._keep_output(t, _len(self.records) + _len(self.outputs) - 1)

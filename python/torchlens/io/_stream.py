@@ -76,6 +76,10 @@ class StreamSink:
             session.transformed.pop(nid, None)
         self._journal_due(session, nid)
 
+    def streamed(self, nid: int) -> bool:
+        """Whether node `nid`'s value (raw or transformed) went to the bundle."""
+        return nid in self.nodes or nid in self.tnodes
+
     def stream_output(self, session: Any, raw: torch.Tensor | None, transformed: Any, nid: int) -> None:
         """An output node's own value (its producer's went stale) when nothing is kept in memory."""
         if transformed is None:

@@ -71,7 +71,7 @@ class FacadeMethods:
             The DOT source.
         """
         self._require_all_layers()  # type: ignore[attr-defined]
-        from ..viz import RenderHooks, build_dot, check_render_options, layout_engine, render  # facade
+        from ..viz import check_render_options, layout_engine, render  # facade
 
         check_render_options(
             {
@@ -82,18 +82,19 @@ class FacadeMethods:
             code_panel,
         )
         engine = layout_engine(vis_node_placement)
-        hooks = RenderHooks(
-            node_spec_fn, collapsed_node_spec_fn, collapse_fn, skip_fn, vis_edge_overrides, vis_module_overrides
-        )
-        src = build_dot(
-            self,
+        src = self.to_dot(
             vis_mode,
             vis_nesting_depth,
             direction,
-            show_buffer_layers,
-            vis_graph_overrides,
             module,
-            hooks,  # type: ignore[arg-type]
+            show_buffer_layers=show_buffer_layers,
+            vis_graph_overrides=vis_graph_overrides,
+            node_spec_fn=node_spec_fn,
+            collapsed_node_spec_fn=collapsed_node_spec_fn,
+            collapse_fn=collapse_fn,
+            skip_fn=skip_fn,
+            vis_edge_overrides=vis_edge_overrides,
+            vis_module_overrides=vis_module_overrides,
         )
         render(src, vis_outpath, vis_fileformat, vis_save_only, engine)
         return src
@@ -144,9 +145,19 @@ class FacadeMethods:
         vis_theme: str = "torchlens",
     ) -> str:
         """Render with the optional dagua backend (ModuleNotFoundError naming `dagua` when it is missing)."""
-        from ..viz import require_dagua  # facade
+        from ..viz import render_model_log_with_dagua  # facade
 
-        require_dagua()
+        return render_model_log_with_dagua(
+            self,
+            vis_mode,
+            vis_nesting_depth,
+            vis_outpath,
+            vis_save_only,
+            vis_fileformat,
+            vis_buffer_layers,
+            vis_direction,
+            vis_theme,
+        )
 
     def to_dagua_graph(
         self,
@@ -157,9 +168,11 @@ class FacadeMethods:
         include_gradient_edges: bool | None = None,
     ) -> Any:
         """A dagua graph of the log (ModuleNotFoundError naming `dagua` when it is missing)."""
-        from ..viz import require_dagua  # facade
+        from ..viz import model_log_to_dagua_graph  # facade
 
-        require_dagua()
+        return model_log_to_dagua_graph(
+            self, vis_mode, vis_nesting_depth, show_buffer_layers, direction, include_gradient_edges
+        )
 
     def visualization_field_audit(self) -> Any:
         """Which log fields the graph uses and which it leaves out (`torchlens.build_render_audit`)."""
