@@ -73,7 +73,7 @@ bench-peer: build-prod  ## same benchmarks for us and TorchLens 2.15.0 (separate
 	$(PYTHON) benches/run.py --mode full --impl peer --python $(PEER_VENV)/bin/python --out benches/results/peer.json
 	$(PYTHON) benches/compare.py benches/results/latest.json benches/results/peer.json
 
-zoo: build-prod  ## differential zoo (200+ models): validation, forward hooks, outputs -> docs/zoo.md
+zoo: build-prod  ## differential zoo (200+ models): validation, module outputs, outputs -> docs/zoo.md
 	$(PYTHON) benches/zoo.py
 
 diff-peer: build-prod  ## zoo under us and TorchLens 2.15.0 (separate venv), compared -> benches/results/diff-peer.md

@@ -370,6 +370,45 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "lbl_returns_input_in_tuple": ["input_1", "add_1_1", "mul_1_2", "identity_1_3", "mul_2_4", "output_1"],
     "lbl_passthrough_module": ["input_1", "linear_1_1", "identity_1_2", "tanh_1_3", "output_1"],
+    "lbl_direct_loop": [
+        "input_1",
+        "linear_1_1",
+        "relu_1_2",
+        "mul_1_3",
+        "linear_2_4",
+        "relu_2_5",
+        "mul_2_6",
+        "linear_3_7",
+        "relu_3_8",
+        "mul_3_9",
+        "output_1",
+    ],
+    "lbl_direct_keywords": [
+        "input_1",
+        "linear_1_1:1",
+        "relu_1_2:1",
+        "mul_1_3",
+        "linear_1_1:2",
+        "relu_1_2:2",
+        "mul_2_4",
+        "add_1_5",
+        "output_1",
+    ],
+    "lbl_forward_as_callable": ["input_1", "linear_1_1", "tanh_1_2", "linear_2_3", "output_1"],
+    "lbl_prehook_calls_module": ["input_1", "layernorm_1_1", "linear_1_2", "relu_1_3", "mul_1_4", "sum_1_5", "output_1"],
+    "lbl_nested_direct": [
+        "input_1",
+        "linear_1_1:1",
+        "relu_1_2:1",
+        "mul_1_3:1",
+        "linear_1_1:2",
+        "relu_1_2:2",
+        "mul_1_3:2",
+        "add_1_4",
+        "gelu_1_5",
+        "mul_2_6",
+        "output_1",
+    ],
 }
 
 # Differences from 2.15 that are documented in docs/limitations.md (the identity node that keeps the
@@ -394,4 +433,4 @@ def test_every_class_has_five_variants() -> None:
         if entry.family.startswith("labels-"):
             assert name in EXPECTED
             families[entry.family] = families.get(entry.family, 0) + 1
-    assert len(families) == 7 and min(families.values()) >= 5
+    assert len(families) == 8 and min(families.values()) >= 5

@@ -2,8 +2,8 @@
 by `make zoo` through benches/zoo.py):
 
 1. `tl.validate_forward_pass(model, args, kwargs)` is True;
-2. every module pass's logged outputs are `torch.equal` to what a forward hook saw for that pass
-   in a plain (unlogged) run of the same model on the same inputs (and a pass whose hook saw
+2. every module pass's logged outputs are `torch.equal` to what a spy wrapping its `forward` saw for that
+   pass in a plain (unlogged) run of the same model on the same inputs (and a pass whose hook saw
    tensors has at least one logged output);
 3. every output layer is `torch.equal` to the value at its address in what the model returned.
 """
@@ -93,28 +93,37 @@ def _tensors(obj: Any) -> list[torch.Tensor]:
 
 def hook_reference(model: nn.Module, args: tuple, kwargs: dict) -> tuple[Any, dict[int, list[list[torch.Tensor]]]]:
     """Runs the model once unlogged; returns its output and, per module (by id), the output
-    tensors of every call in call order (numbered by entry, as module passes are)."""
+    tensors of every call in call order (numbered by entry, as module passes are).
+
+    A pass spans the module's `forward` (2.15's rule: `layer.forward(x)` called directly is a pass,
+    forward hooks run outside it), so the reference wraps each instance's `forward` rather than
+    registering forward hooks, which a direct call would skip."""
     calls: dict[int, list[list[torch.Tensor]]] = {}
-    open_calls: dict[int, list[int]] = {}
+    patched: list[nn.Module] = []
 
-    def pre(mod: nn.Module, _inp: Any) -> None:
-        calls.setdefault(id(mod), []).append([])
-        open_calls.setdefault(id(mod), []).append(len(calls[id(mod)]) - 1)
+    def spy(mod: nn.Module) -> Any:
+        inner = mod.forward
 
-    def post(mod: nn.Module, _inp: Any, out: Any) -> None:
-        k = open_calls[id(mod)].pop()
-        calls[id(mod)][k] = [t.detach().clone() for t in _tensors(out)]
+        def forward(*a: Any, **kw: Any) -> Any:
+            slot = calls.setdefault(id(mod), [])
+            slot.append([])
+            k = len(slot) - 1
+            out = inner(*a, **kw)
+            slot[k] = [t.detach().clone() for t in _tensors(out)]
+            return out
 
-    handles = []
-    for mod in model.modules():
-        handles.append(mod.register_forward_pre_hook(pre))
-        handles.append(mod.register_forward_hook(post))
+        return forward
+
     try:
+        for mod in model.modules():
+            if "forward" not in mod.__dict__ and not isinstance(mod, torch.jit.ScriptModule):
+                mod.__dict__["forward"] = spy(mod)
+                patched.append(mod)
         torch.manual_seed(0)
         out = model(*args, **kwargs)
     finally:
-        for h in handles:
-            h.remove()
+        for mod in patched:
+            del mod.__dict__["forward"]
     return out, calls
 
 

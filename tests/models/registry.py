@@ -15,7 +15,7 @@ from functools import cache
 import torch
 from torch import nn
 
-from . import zoo, zoo_hf, zoo_labels, zoo_labels2, zoo_tv
+from . import zoo, zoo_hf, zoo_labels, zoo_labels2, zoo_labels3, zoo_tv
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,12 @@ def registry() -> dict[str, Entry]:
     out: dict[str, Entry] = {}
     for name, case in zoo.ZOO.items():
         out[name] = Entry(name, "toy", case.factory, case.inputs, case.train)
-    families = (*zoo_labels.FAMILIES.items(), *zoo_labels2.FAMILIES.items(), *zoo_tv.FAMILIES.items())
+    families = (
+        *zoo_labels.FAMILIES.items(),
+        *zoo_labels2.FAMILIES.items(),
+        *zoo_labels3.FAMILIES.items(),
+        *zoo_tv.FAMILIES.items(),
+    )
     for family, make in (*families, *zoo_hf.FAMILIES.items()):
         for name, (factory, inputs) in make().items():
             if name in out:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import Any
 
@@ -18,16 +19,23 @@ from .strings import intern
 _TENSOR_DEPTH = 3
 TAG = hot.TAG
 _ALWAYS = 1 << 62  # nn.Identity: every output gets an identity node
+_MISSING = object()  # a patched attribute that was not in the instance dict before
 
 
 def _caller_site(session: Session) -> int:
-    """Call site of a module call: the frame that called `Module.__call__` (one frame, cheap)."""
-    # 0 _caller_site, 1 call_module, 2 the Module.__call__ wrapper, 3 the caller.
+    """Call site of a module pass: the frame that called the module (or its `forward`) directly."""
+    # 0 _caller_site, 1 call_module, 2 the forward wrapper, 3 the caller or torch's call machinery.
     f = _getframe(3)
     co = f.f_code
     c = _code_class.get(id(co))
     if c is None:
         c = _classify(co)
+    while c == 2 and f.f_back is not None:  # `Module.__call__` frames (torch's and our patch)
+        f = f.f_back
+        co = f.f_code
+        c = _code_class.get(id(co))
+        if c is None:
+            c = _classify(co)
     if c:
         return 0
     ln = f.f_lineno
@@ -213,7 +221,8 @@ class PreparedModel:
     def prepare(self) -> None:
         plan = self.plan = plan_for(self.model)
         session = self.session
-        session.module_index = plan.module_index
+        # Modules whose `forward` cannot be wrapped (scripted ones) are seen through `__call__`.
+        session.module_index = {}
         session.param_ids = plan.param_ids
         session.params = plan.params
         session.prepared = self
@@ -235,8 +244,34 @@ class PreparedModel:
                 # `self.act = torch.tanh` captured the original before wrapping (spec §7.1).
                 d[name] = wrapper
                 self._patched_attrs.append((d, name, val, wrapper))
+        for index, mod in enumerate(plan.modules):
+            if not self._wrap_forward(index, mod):
+                session.module_index[id(mod)] = index
 
-    def call_module(self, index: int, orig_call: Any, mod: nn.Module, args: tuple, kwargs: dict) -> Any:
+    def _wrap_forward(self, index: int, mod: nn.Module) -> bool:
+        # A module pass spans its `forward`, as in 2.15: hooks run outside it, and a direct
+        # `layer.forward(...)` call (SqueezeBERT's encoder, checkpointing helpers) is a pass too.
+        # The instance attribute shadows the class's `forward` for this session only.
+        if isinstance(mod, torch.jit.ScriptModule):
+            return False
+        d = mod.__dict__
+        prior = d.get("forward", _MISSING)
+        bound = mod.forward
+        session = self.session
+        call_module = self.call_module
+
+        @functools.wraps(bound)
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if hot._session is not session:
+                return bound(*args, **kwargs)
+            return call_module(index, bound, mod, args, kwargs)
+
+        d["forward"] = forward
+        self._patched_attrs.append((d, "forward", prior, forward))
+        return True
+
+    def call_module(self, index: int, call: Any, mod: nn.Module, args: tuple, kwargs: dict) -> Any:
+        # `call` runs the module's forward (bound); `mod` is the module itself.
         # Runs once per module call: enter_module and the call-site lookup are inlined here.
         session = self.session
         k = self.pass_counts[index] + 1
@@ -257,7 +292,7 @@ class PreparedModel:
         session.stack_sites.append(_caller_site(session))
         session.stack_id = sid
         try:
-            out = orig_call(mod, *args, **kwargs)
+            out = call(*args, **kwargs)
             if type(out) is Tensor:
                 tg = getattr(out, TAG, None)
                 if tg is not None:
@@ -299,10 +334,13 @@ class PreparedModel:
         return [(a, n) for a, n in zip(self.addr_ids, self.pass_counts, strict=True) if n]
 
     def restore(self) -> None:
-        """Put back torch functions held as module attributes; buffer tags are removed by the session."""
+        """Put back forwards and torch functions held as module attributes (buffer tags: the session)."""
         for d, name, val, wrapper in reversed(self._patched_attrs):
             if d.get(name) is wrapper:
-                d[name] = val
+                if val is _MISSING:
+                    del d[name]
+                else:
+                    d[name] = val
         self._patched_attrs.clear()
 
 

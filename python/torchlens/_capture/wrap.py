@@ -348,7 +348,7 @@ def _install_module_call() -> None:
         idx = s.module_index.get(id(self))
         if idx is None:
             return orig(self, *args, **kwargs)
-        return s.prepared.call_module(idx, orig, self, args, kwargs)
+        return s.prepared.call_module(idx, orig.__get__(self), self, args, kwargs)
 
     torch.nn.Module.__call__ = __call__  # type: ignore[method-assign]
 

@@ -350,7 +350,7 @@ class FastSession:
         self._module_event("module_exit", "", 1)
         self.frames = ()
 
-    def call_module(self, index: int, orig_call: Any, mod: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
+    def call_module(self, index: int, call: Any, mod: torch.nn.Module, args: tuple, kwargs: dict) -> Any:
         k = self.pass_counts[index] + 1
         self.pass_counts[index] = k
         addr = self.addresses[index]
@@ -366,7 +366,7 @@ class FastSession:
                      None, None, addr, None)
                 )  # fmt: skip
             try:
-                out = orig_call(mod, *args, **kwargs)
+                out = call(*args, **kwargs)
             finally:
                 self.frames = prev
             ei = self.event_index = self.event_index + 1
@@ -378,7 +378,7 @@ class FastSession:
             return out
         try:
             self._module_event("module_enter", addr, k)
-            out = orig_call(mod, *args, **kwargs)
+            out = call(*args, **kwargs)
             self._module_event("module_exit", addr, k)
         finally:
             self.frames = prev
