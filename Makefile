@@ -59,6 +59,7 @@ bench: build-prod  ## full benchmark suite -> benches/results/latest.json + .md,
 	$(PYTHON) benches/hotpath.py | tee benches/results/hotpath.md
 	$(PYTHON) benches/bundle_bench.py --repeat 3 | tee benches/results/bundles.txt
 	$(PYTHON) benches/fastlog_floor.py | tee benches/results/fastlog_floor.txt
+	$(PYTHON) benches/backward_bench.py | tee benches/results/backward.md
 	cargo bench -p torchlens-core --bench finalize -- --warm-up-time 1 --measurement-time 3
 
 bench-quick: build-prod  ## small benchmark subset (smoke test; never fails on timing)

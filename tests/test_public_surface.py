@@ -38,13 +38,8 @@ render_model_log_with_dagua save show_backward_graph show_bundle_graph show_mode
 validate_batch_of_models_and_inputs validate_backward_pass validate_forward_pass validate_saved_activations
 wrap_torch wrapped""".split()
 
-# Names that arrive with their own issues: gradients and backward capture, multi-trace bundles, fastlog preview.
+# Names that arrive with their own issue (14): multi-trace bundles, fastlog preview.
 LATER = {
-    "GradFnAccessor",
-    "GradFnLog",
-    "GradFnPassLog",
-    "show_backward_graph",
-    "validate_backward_pass",
     "NodeView",
     "TraceBundle",
     "bundle",
@@ -251,6 +246,9 @@ FUNCTION_SIGNATURES = {
     "build_render_audit": "(model_log)",
     "NodeSpec": """(lines, shape="box", fillcolor=None, fontcolor=None, style="filled,rounded",
   color=None, penwidth=None, tooltip=None, extra_attrs=FACTORY)""",
+    "show_backward_graph": """(model_log, vis_outpath=…, vis_save_only=…, vis_fileformat=…,
+  vis_direction=…, vis_graph_overrides=…, vis_edge_overrides=…, node_spec_fn=None,
+  collapsed_node_spec_fn=None, vis_node_mode=…, code_panel=False, visualization=None)""",
 }
 
 METHOD_SIGNATURES = {
@@ -276,9 +274,17 @@ METHOD_SIGNATURES = {
     "release_param_refs": "()",
     "save": "(path, **kw)",
     "load": "(path, **kw)",
+    # §14-15 spells out the keywords §2.6 abbreviates to `(loss, **backward_kwargs)`.
+    "log_backward": "(loss, *, save_gradients_to=None, keep_gradients_in_memory=None, **backward_kwargs)",
+    "recording_backward": "()",
+    # §2.6 elides the middle (`vis_outpath="backward_modelgraph", …, vis_direction="topdown", code_panel=False`);
+    # the full order and defaults are those of TorchLens 2.15.0's `inspect.signature(ModelLog.show_backward_graph)`.
+    "show_backward_graph": """(vis_outpath="backward_modelgraph", vis_graph_overrides=None, node_spec_fn=None,
+  collapsed_node_spec_fn=None, vis_node_mode="default", vis_edge_overrides=None, vis_save_only=False,
+  vis_fileformat="pdf", vis_direction="topdown", code_panel=False)""",
 }
-# §2.6 methods that come with later issues (backward capture, fastlog preview).
-LATER_METHODS = {"show_backward_graph", "preview_fastlog", "log_backward", "recording_backward"}
+# §2.6 methods that come with later issues (fastlog preview).
+LATER_METHODS = {"preview_fastlog"}
 
 # §1.3 fields in order with their defaults.
 VISUALIZATION_FIELDS = """mode "none"
@@ -446,15 +452,8 @@ def _sample_values(tmp: Path) -> dict[str, Any]:
     }
 
 
-# The keywords whose feature this release does not have yet (gradient capture): NotImplementedError naming each.
-NOT_YET = {
-    "gradient_postfunc",
-    "save_raw_gradient",
-    "save_gradients",
-    "gradients_to_save",
-    "save_gradients_to",
-    "keep_gradients_in_memory",
-}
+# The keywords whose feature this release does not have yet: NotImplementedError naming each.
+NOT_YET: set[str] = set()
 
 
 def test_every_log_forward_pass_keyword_is_accepted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -507,7 +506,6 @@ def test_show_model_graph_keywords(tmp_path: Path) -> None:
     for kwargs, exc, name in (
         ({"vis_node_mode": "vision"}, NotImplementedError, "node_mode"),
         ({"code_panel": "forward"}, NotImplementedError, "code_panel"),
-        ({"vis_gradient_edge_overrides": {"color": "red"}}, NotImplementedError, "vis_gradient_edge_overrides"),
         ({"vis_renderer": "dagua"}, ModuleNotFoundError, "dagua"),
         ({"vis_node_placement": "circo"}, ValueError, "vis_node_placement"),
         ({"vis_mode": "none"}, ValueError, "Visualization option"),
@@ -541,7 +539,6 @@ def test_render_graph_keywords(tmp_path: Path) -> None:
         ({"node_mode": "attention"}, NotImplementedError, "node_mode"),
         ({"node_mode": "fancy"}, ValueError, "node_mode"),
         ({"code_panel": True}, NotImplementedError, "code_panel"),
-        ({"vis_gradient_edge_overrides": {"color": "red"}}, NotImplementedError, "vis_gradient_edge_overrides"),
         ({"vis_renderer": "matplotlib"}, ValueError, "vis_renderer"),
     ):
         with pytest.raises(exc, match=name):

@@ -395,7 +395,15 @@ EXPECTED: dict[str, list[str]] = {
         "output_1",
     ],
     "lbl_forward_as_callable": ["input_1", "linear_1_1", "tanh_1_2", "linear_2_3", "output_1"],
-    "lbl_prehook_calls_module": ["input_1", "layernorm_1_1", "linear_1_2", "relu_1_3", "mul_1_4", "sum_1_5", "output_1"],
+    "lbl_prehook_calls_module": [
+        "input_1",
+        "layernorm_1_1",
+        "linear_1_2",
+        "relu_1_3",
+        "mul_1_4",
+        "sum_1_5",
+        "output_1",
+    ],
     "lbl_nested_direct": [
         "input_1",
         "linear_1_1:1",

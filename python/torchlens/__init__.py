@@ -38,6 +38,9 @@ from .io import save as save
 from .log.accessors import LayerAccessor as LayerAccessor
 from .log.accessors import ModuleAccessor as ModuleAccessor
 from .log.call_stack import FuncCallLocation as FuncCallLocation
+from .log.grad_fn_log import GradFnAccessor as GradFnAccessor
+from .log.grad_fn_log import GradFnLog as GradFnLog
+from .log.grad_fn_log import GradFnPassLog as GradFnPassLog
 from .log.layer_log import LayerLog as LayerLog
 from .log.layer_pass_log import LayerPassLog as LayerPassLog
 from .log.model_log import ModelLog as ModelLog
@@ -45,11 +48,13 @@ from .log.modules import ModuleLog as ModuleLog
 from .log.modules import ModulePassLog as ModulePassLog
 from .log.params import ParamLog as ParamLog
 from .validate import check_metadata_invariants as check_metadata_invariants
+from .validate_backward import validate_backward_pass as validate_backward_pass
 from .viz import NodeSpec as NodeSpec
 from .viz import build_render_audit as build_render_audit
 from .viz import model_log_to_dagua_graph as model_log_to_dagua_graph
 from .viz import render_lines_to_html as render_lines_to_html
 from .viz import render_model_log_with_dagua as render_model_log_with_dagua
+from .viz import show_backward_graph as show_backward_graph
 
 __version__ = _core.__version__
 
@@ -73,6 +78,9 @@ def wrapped() -> Iterator[None]:
 __all__ = [
     "ActivationPostfunc",
     "FuncCallLocation",
+    "GradFnAccessor",
+    "GradFnLog",
+    "GradFnPassLog",
     "GradientPostfunc",
     "LayerAccessor",
     "LayerLog",
@@ -105,9 +113,11 @@ __all__ = [
     "render_lines_to_html",
     "render_model_log_with_dagua",
     "save",
+    "show_backward_graph",
     "show_model_graph",
     "summary",
     "unwrap_torch",
+    "validate_backward_pass",
     "validate_batch_of_models_and_inputs",
     "validate_forward_pass",
     "validate_saved_activations",

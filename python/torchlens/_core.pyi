@@ -29,6 +29,7 @@ __all__ = [
     "write_file",
     "FastlogWriter",
     "safetensors_read",
+    "backward_graph",
 ]
 
 RECORD_FIELDS: tuple[str, ...]
@@ -367,4 +368,31 @@ def safetensors_read(path: _Path) -> tuple[list[tuple[str, str]], list[tuple[str
 
     Raises:
         TorchLensIOError: Truncated or malformed file, or an unsupported dtype.
+    """
+
+def backward_graph(
+    class_names: list[str],
+    nodes: list[tuple[int, int, list[int]]],
+    known: list[int],
+    logged: int,
+    forward: list[tuple[int, int, int, int]],
+) -> list[tuple[int, str, str, int, int, bool, int | None, list[int]]]:
+    """Matches the grad_fns of one walk from a loss to the forward layers and labels the new ones.
+
+    Args:
+        class_names: Interned class names of the grad_fns.
+        nodes: ``(id, class_index, next_ids)`` per grad_fn, in breadth-first discovery order
+            from ``loss.grad_fn`` (``None`` entries of ``next_functions`` left out).
+        known: Ids of the walked grad_fns that earlier calls logged (skipped).
+        logged: How many grad_fns earlier calls logged in all (the new ones are numbered after them).
+        forward: ``(grad_fn_id, position, layer_type_num, layer_total_num)`` per forward layer
+            whose output had a grad_fn.
+
+    Returns:
+        One ``(grad_fn_id, label, grad_fn_type, type_num, total_num, is_intervening, position,
+        next_ids)`` per new grad_fn, in discovery order; ``position`` is None for intervening ones.
+
+    Raises:
+        ValueError: A class index out of range, an id listed twice, a next id not discovered, or
+            more grad_fns than 2**32 - 1.
     """

@@ -255,6 +255,7 @@ class CaptureData:
     autograd_saved: dict[int, tuple[int, int]] | None = None
     autocast_states: list[tuple] | None = None
     autocast_ids: dict[int, int] = field(default_factory=dict)
+    grad_fn_ids: dict[int, int] = field(default_factory=dict)  # record -> id(grad_fn) (live logs only)
 
     def core_inputs(self) -> tuple:
         return (

@@ -21,3 +21,11 @@ class TorchLensIOError(RuntimeError):
     Defined here, not in the extension: the Rust bindings raise this very class
     (`pyo3::import_exception!`), so `except TorchLensIOError` catches errors from both sides.
     """
+
+
+class RecordingConfigError(ValueError):
+    """Invalid fastlog configuration."""
+
+
+class TrainingModeConfigError(RecordingConfigError):
+    """A `train_mode=True` call whose options cannot keep saved activations in the autograd graph (spec §8.6)."""

@@ -12,6 +12,7 @@ from torch import nn
 
 from ._capture import run as _run
 from ._data import F_PARENTS
+from ._errors import TrainingModeConfigError
 from ._options import (
     MISSING,
     StreamingOptions,
@@ -22,6 +23,7 @@ from ._options import (
 )
 from ._selection import resolve, selection_kind
 from ._variants import check_model_and_input_variants
+from .api_grads import attach_gradients, resolve_grad_options
 from .log.build import build_log, drop_unsaved_layers
 from .log.model_log import ModelLog
 from .validate import check_against_truth, ground_truth
@@ -36,7 +38,11 @@ def _check_model(model: Any) -> nn.Module:
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
     name = type(model).__name__
     if name == "OptimizedModule" or hasattr(model, "_orig_mod"):
-        raise RuntimeError("torchlens cannot log torch.compile'd models; pass the original module instead.")
+        raise RuntimeError(
+            "torchlens.log_forward_pass does not support torch.compile'd models: dynamo replaces the Python forward "
+            "with a compiled graph that bypasses TorchLens' function wrappers. Call log_forward_pass on the original "
+            "(un-compiled) model."
+        )
     if isinstance(model, torch.jit.ScriptModule):
         raise RuntimeError("torchlens cannot log TorchScript modules; pass the original Python module instead.")
     return model
@@ -106,6 +112,11 @@ def log_forward_pass(
         random_seed: Seed applied to `random`, numpy and torch before the pass (drawn if None).
         detect_recurrent_patterns: Full loop detection (True) or only same-function-same-params grouping.
         visualization: Graph rendering options; rendering is off by default.
+        save_gradients_to: Bundle path the gradients of a later backward stream to (implies
+            `save_gradients`; must equal the activations' bundle path if both are given). The
+            bundle is committed after `log_backward` / `recording_backward`, or by
+            `log.finalize_gradient_bundle()` after a plain `.backward()`.
+        keep_gradients_in_memory: False: once the bundle is committed, gradients are read from it.
 
     Returns:
         A `ModelLog` with every operation of the forward pass.
@@ -160,13 +171,30 @@ def log_forward_pass(
         ),
         visualization=merge_visualization(visualization, flat_vis),
     )
-    call.check(keep_unsaved_layers, save_gradients, gradients_to_save, save_gradients_to)
-    _reject_unbuilt(gradient_postfunc, save_raw_gradient, keep_gradients_in_memory)
+    call.check()
     stream_path, keep_in_memory, callback = _resolve_streaming(
         streaming, save_activations_to, keep_activations_in_memory, activation_sink
     )
-    if train_mode is not MISSING and train_mode:
-        check_train_mode(call.detach_saved_tensors, stream_path)
+    grads = resolve_grad_options(
+        bool(save_gradients),
+        gradients_to_save,
+        layers_to_save,
+        gradient_postfunc,
+        bool(save_raw_gradient),
+        train_mode,
+        save_gradients_to,
+        keep_gradients_in_memory,
+        stream_path,
+    )
+    if grads.train_mode:
+        check_train_mode(call.detach_saved_tensors, stream_path, grads.bundle_path)
+    call.train_mode = bool(grads.train_mode)
+    call.grad_hook = None if grads.store is None else grads.store.register
+    grad_stream = None
+    if grads.bundle_path is not None:  # gradients stream to a bundle, committed after the backward
+        from .io import GradientStream
+
+        grad_stream = GradientStream(grads.bundle_path, grads.keep_in_memory, with_activations=stream_path is not None)
     args, kwargs = _run.normalize_inputs(model, input_args, input_kwargs)
     check_model_and_input_variants(model, args, kwargs)
     caller = _caller_site()
@@ -202,13 +230,13 @@ def log_forward_pass(
     _attach_outputs(log, cap, saved)
     _set_options(log, cap, call, model)
     log._activation_callback = callback  # save_new_activations sends its activations there too
-    if train_mode is not MISSING:
-        log.train_mode = bool(train_mode)
+    log.train_mode = bool(grads.train_mode)
+    attach_gradients(log, grads, gradient_postfunc, bool(save_raw_gradient))
     if call.kind == "list":
         _second_pass(log, model, args, kwargs, call, cap, sink)
     if not keep_unsaved_layers:
         drop_unsaved_layers(log)
-    _finish(log, call, sink, t_start)
+    _finish(log, call, sink, t_start, grad_stream)
     if optimizer is not None:
         _mark_optimized(log, optimizer)
     if verbose:
@@ -223,28 +251,14 @@ def log_forward_pass(
     return log
 
 
-def _reject_unbuilt(gradient_postfunc: Any, save_raw_gradient: bool, keep_grads: Any) -> None:
-    """Options of features this release does not have yet: NotImplementedError naming each."""
-    if gradient_postfunc is not None:
-        raise NotImplementedError(
-            "gradient_postfunc is not available in this release yet (gradients are not captured)."
-        )
-    if not save_raw_gradient:
-        raise NotImplementedError(
-            "save_raw_gradient=False is not available in this release yet (gradients are not captured)."
-        )
-    if keep_grads is not MISSING:
-        raise NotImplementedError("keep_gradients_in_memory (gradient streaming) is not available in this release yet.")
-
-
-def check_train_mode(detach: bool, stream_path: Any) -> None:
+def check_train_mode(detach: bool, stream_path: Any, grads_path: Any = None) -> None:
     """The guard rails of `train_mode=True` (spec §8.6): saved activations must stay in the autograd graph."""
-    from .fastlog import TrainingModeConfigError
-
     if detach:
         raise TrainingModeConfigError("train_mode=True requires detach_saved_tensors=False so gradients can propagate")
     if stream_path is not None:
         raise TrainingModeConfigError("train_mode=True is not compatible with slow/replay activation disk saves")
+    if grads_path is not None:
+        raise TrainingModeConfigError("train_mode=True is not compatible with slow/replay gradient disk saves")
     if torch.is_inference_mode_enabled():
         raise TrainingModeConfigError(
             "train_mode=True cannot run while PyTorch inference mode is active; inference tensors cannot retain "
@@ -278,21 +292,17 @@ class _CallOptions:
     distances: bool
     visualization: VisualizationOptions
     kind: str = field(init=False)
+    train_mode: bool = False
+    grad_hook: Any = None  # `GradientStore.register` when gradients are captured
 
     def __post_init__(self) -> None:
         self.kind = selection_kind(self.layers_to_save)
 
-    def check(self, keep_unsaved_layers: bool, save_gradients: bool, gradients_to_save: Any, grads_to: Any) -> None:
+    def check(self) -> None:
         if self.visualization.mode not in ("none", "rolled", "unrolled"):
             raise ValueError("Visualization option must be either 'none', 'rolled', or 'unrolled'.")
         if self.output_device not in ("same", "cpu", "cuda"):
             raise ValueError("output_device must be either 'same', 'cpu', or 'cuda'.")
-        if grads_to is not MISSING and grads_to is not None:
-            raise NotImplementedError("save_gradients_to (gradient streaming) is not available in this release yet.")
-        if save_gradients or gradients_to_save is not MISSING:
-            raise NotImplementedError(
-                "save_gradients / gradients_to_save (gradient capture) is not available in this release yet."
-            )
 
     def capture_extras(self) -> dict[str, Any]:
         return {
@@ -300,6 +310,8 @@ class _CallOptions:
             "save_rng": self.save_rng_states,
             "postfunc": self.activation_postfunc,
             "save_raw": self.save_raw_activation,
+            "grad_hook": self.grad_hook,
+            "train_mode": self.train_mode,
         }
 
 
@@ -363,13 +375,16 @@ def _second_pass(
     log._data.func_args, log._data.func_rng = cap2.session.func_args, cap2.session.func_rng
 
 
-def _finish(log: ModelLog, call: _CallOptions, sink: Any, t_start: float) -> None:
-    """Move saved values, commit the streamed bundle, render the requested graph."""
+def _finish(log: ModelLog, call: _CallOptions, sink: Any, t_start: float, grad_stream: Any = None) -> None:
+    """Move saved values, commit the streamed bundle (or start streaming gradients to it), render
+    the requested graph."""
     if call.output_device != "same":
         saved = log._saved
         for k, v in saved.items():
             saved[k] = v.to(call.output_device)
-    if sink is not None:
+    if grad_stream is not None:
+        grad_stream.start(log, sink)  # the bundle is committed after the backward (io/_grad_stream.py)
+    elif sink is not None:
         sink.commit(log)
     log.time_total = time.perf_counter() - t_start
     vis = call.visualization
@@ -445,7 +460,6 @@ def _set_options(log: ModelLog, cap: _run.Capture, call: _CallOptions, model: nn
     log.mark_input_output_distances = call.distances
     log.detach_saved_tensors = call.detach_saved_tensors
     log.output_device = call.output_device
-    log.train_mode = bool(model.training)
     log._transformed = _transformed_with_outputs(cap)
     log._rng_before_forward = getattr(cap.session, "rng_before_forward", None)
     log._source_model_ref = _weak(model)

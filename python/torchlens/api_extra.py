@@ -24,8 +24,10 @@ from ._options import (
     visualization_to_render_kwargs,
     warn_deprecated,
 )
-from ._selection import resolve, selection_kind
+from ._selection import resolve
 from ._variants import check_model_and_input_variants
+from .api_grads import selected_nids
+from .log.gradients import GradientStore
 from .log.model_log import ModelLog
 from .viz import check_render_options
 
@@ -216,8 +218,6 @@ def save_new_activations(
     """
     if train_mode:
         api.check_train_mode(False, None)
-    if selection_kind(gradients_to_save) == "list":
-        raise NotImplementedError("gradients_to_save (gradient capture) is not available in this release yet.")
     if log._loaded_from_bundle:
         raise ValueError("save_new_activations needs a log made by log_forward_pass, not one loaded from a bundle.")
     model = api._check_model(model)
@@ -250,6 +250,12 @@ def save_new_activations(
         sink = CallbackSink(log._activation_callback, True, call.output_device)
         labels = log._col("labels_w_pass")
         sink.replay_labels({log._node_id(p): labels[p] for p in range(len(log))})
+    # Gradients of the old pass are cleared; a log that captures gradients hooks the new pass (spec §8.7).
+    store = GradientStore(log.gradient_postfunc, log.save_raw_gradient) if log.save_gradients else None
+    log._grad_store, log._lazy_grads, log.has_gradients = None, {}, False
+    if store is not None:
+        call.grad_hook = store.register
+    call.train_mode = bool(log.train_mode if train_mode is None else train_mode)
     cap = api._capture(model, args, kwargs, call, sink, sink, save=save)
     _check_same_records(log, cap)
     _update_metadata(log, cap)
@@ -265,6 +271,10 @@ def save_new_activations(
     log.random_seed_used = call.random_seed
     log.time_forward_pass = cap.time_forward
     log.logging_mode = "fast"
+    if store is not None:
+        log.gradients_to_save = gradients_to_save
+        store.attach(log, selected_nids(log, gradients_to_save))
+        log._grad_store = store
     if train_mode is not None:
         log.train_mode = bool(train_mode)
     log._layer_logs = None
@@ -303,3 +313,4 @@ def _update_metadata(log: ModelLog, cap: _run.Capture) -> None:
         d.metas, d.meta_ids = s.metas, s.meta_ids
     d.toks, d.func_times = s.toks, s.op_times
     d.autograd_saved, d.autocast_states, d.autocast_ids = s.opstate.saved, s.opstate.states, s.opstate.ids
+    d.grad_fn_ids = s.opstate.grad_fn_ids

@@ -80,13 +80,15 @@ def autocast_now() -> tuple:
 class OpState:
     """The per-op state of one capture session (see the module docstring)."""
 
-    __slots__ = ("saved", "states", "ids", "_index", "always")
+    __slots__ = ("saved", "states", "ids", "_index", "always", "grad_fn_ids")
 
     def __init__(self) -> None:
         first = autocast_now()
         self.saved: dict[int, tuple[int, int]] = {}
         self.states: list[tuple] = [first]
         self.ids: dict[int, int] = {}
+        # record -> id(grad_fn): how `log_backward` matches grad_fns to forward layers (no reference kept).
+        self.grad_fn_ids: dict[int, int] = {}
         self._index = {first: 0}
         # Started inside an autocast region: an op that runs with it switched off must be told apart.
         self.always = any(en for _, en, _ in first)
@@ -94,6 +96,7 @@ class OpState:
     def note(self, t: Tensor, nid: int) -> None:
         gf = t.grad_fn
         if gf is not None:
+            self.grad_fn_ids[nid] = id(gf)
             try:
                 names = _SAVED_NAMES.get(_type(gf))
                 if names is None:

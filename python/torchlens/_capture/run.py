@@ -289,6 +289,7 @@ def from_capture(cap: Capture) -> CaptureData:
         autograd_saved=s.opstate.saved,
         autocast_states=s.opstate.states,
         autocast_ids=s.opstate.ids,
+        grad_fn_ids=s.opstate.grad_fn_ids,
     )
 
 

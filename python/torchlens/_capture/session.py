@@ -7,6 +7,7 @@ import sys
 import warnings
 import weakref
 from array import array
+from types import MethodType
 from typing import Any
 
 from torch import Tensor
@@ -15,7 +16,6 @@ from torch.nn import Parameter
 from .._data import (
     F_FUNC,
     F_KIND,
-    F_LAYER_TYPE,
     KIND_BUFFER,
     KIND_INPUT,
     KIND_OP,
@@ -25,8 +25,6 @@ from .._data import (
     OUT_SINGLE,
     PARENT_LIMITS,
     ParentRef,
-    raw_label,
-    raw_type_counts,
 )
 from . import alias, hot
 from .captured import copy_arg as _copy_arg
@@ -35,6 +33,7 @@ from .captured import rng_state as _rng_state
 from .classify import make_call
 from .opstate import OpState
 from .opstate import any_autocast as _any_autocast
+from .postfunc import save_post
 from .strings import intern
 
 TAG = hot.TAG
@@ -110,6 +109,8 @@ class Session:
         save_rng: bool = False,
         postfunc: Any = None,
         save_raw: bool = True,
+        grad_hook: Any = None,
+        train_mode: bool = False,
     ) -> None:
         self.records: list[tuple] = []
         # Parallel per-node arrays (not part of the record schema shared with the core):
@@ -131,11 +132,14 @@ class Session:
         self.save_rng = save_rng
         self.postfunc = postfunc
         self.save_raw = save_raw
+        self.train_mode = train_mode
+        # Gradient capture (`log/gradients.py`): called with each logged tensor that requires grad.
+        self.grad_hook = grad_hook
         self.transformed: dict[int, Any] = {}
         if save_args or save_rng:
             self.call = self._call_slow  # type: ignore[method-assign]
         if postfunc is not None:
-            self._save = self._save_post  # type: ignore[method-assign]
+            self._save = MethodType(save_post, self)  # type: ignore[method-assign]
         # Per node: an id into `metas`, the interned (shape, dtype, grad_fn class name) triples.
         self.meta_ids = array("q")
         self.metas: list[tuple[tuple[int, ...], Any, str]] = []
@@ -331,6 +335,9 @@ class Session:
             mid = self._meta_index[key] = _len(self.metas)
             self.metas.append((tuple(key[0]), key[1], key[2].__name__))
         self.meta_ids.append(mid)
+        gh = self.grad_hook
+        if gh is not None and t.requires_grad:
+            gh(t, nid)
         if self.save_all or (self.save_set is not None and nid in self.save_set):
             self._save(t, nid)
 
@@ -538,32 +545,6 @@ class Session:
         """Drop each captured parent value that equals the parent's saved activation (keep the differing ones)."""
         prune_versions(self.saved, self.func_args)
 
-    def _save_post(self, t: Tensor, nid: int) -> None:
-        """Save path with an activation postfunc: keep a copy and the postfunc's result."""
-        c = _raw_clone(t)
-        if self.detach:
-            c = _raw_detach(c)
-        with hot.paused():
-            try:
-                tr = self.postfunc(c)
-            except Exception as e:
-                from .._errors import TorchLensPostfuncError
-
-                recs = self.records
-                label = raw_label(
-                    _type_name(self, nid), recs[nid][F_KIND], raw_type_counts(recs[: nid + 1])[nid], nid + 1
-                )
-                raise TorchLensPostfuncError(
-                    f"activation_postfunc raised for layer {label} (raw={label}, func={_func_name(self, nid)}, "
-                    f"shape={tuple(t.shape)}, dtype={t.dtype}, "
-                    f"streaming_active={self.sink is not None and self.sink.streaming_active})."
-                ) from e
-        self.transformed[nid] = tr
-        if self.save_raw:
-            self.saved[nid] = c
-        if self.sink is not None:  # streaming (`io.StreamSink` / `io.CallbackSink`): raw copy if kept, and tr
-            self.sink.post(self, c if self.save_raw else None, tr, nid)
-
     # ------------------------------------------------------------------ teardown
     def strip_tags(self) -> None:
         for r in self.tagged:
@@ -582,15 +563,3 @@ class Session:
             if hasattr(t, TAG):
                 delattr(t, TAG)
         self.tagged.clear()
-
-
-def _type_name(s: Session, nid: int) -> str:
-    from .strings import STRINGS
-
-    return STRINGS[s.records[nid][F_LAYER_TYPE]]
-
-
-def _func_name(s: Session, nid: int) -> str:
-    from .strings import STRINGS
-
-    return STRINGS[s.records[nid][F_FUNC]]

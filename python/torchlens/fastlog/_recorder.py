@@ -112,8 +112,11 @@ def _reject_model(model: Any) -> nn.Module:
             "record the unwrapped module on each rank instead"
         )
     if name == "OptimizedModule" or hasattr(model, "_orig_mod"):
-        raise RecordingConfigError(
-            "torchlens.fastlog does not support torch.compile'd models; pass the original module"
+        # 2.15's wording, "in train_mode" included whatever the mode.
+        raise RuntimeError(
+            "torchlens.fastlog.record does not support torch.compile'd models in train_mode: dynamo replaces the "
+            "Python forward with a compiled graph that bypasses TorchLens' function wrappers. Call the API on the "
+            "original un-compiled model."
         )
     if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
         model = model.module

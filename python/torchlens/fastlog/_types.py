@@ -7,13 +7,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-
-class RecordingConfigError(ValueError):
-    """Invalid fastlog configuration."""
-
-
-class TrainingModeConfigError(RecordingConfigError):
-    """A `train_mode=True` recording whose defaults contradict keep-grad capture."""
+from .._errors import RecordingConfigError, TrainingModeConfigError  # noqa: F401  (public here since 2.15)
 
 
 class RecorderStateError(RuntimeError):

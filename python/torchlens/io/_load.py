@@ -16,6 +16,7 @@ import torch
 from .._errors import TorchLensIOError
 from .._native import core as _core
 from ..log.model_log import ModelLog
+from ._grads import restore as restore_gradients
 from ._refs import LazyActivationRef, LazyTensorDict
 from ._save import IO_THREADS
 from ._schema import build_log, capture_from_plain
@@ -45,7 +46,8 @@ def load(
     Args:
         path: The bundle directory.
         lazy: Read only the manifest and metadata; activations are read by
-            `entry.materialize_activation()` (until then `activation` is None).
+            `entry.materialize_activation()` (until then `activation` is None), gradients on
+            first access (`entry.gradient_ref` names the blob until then).
         map_location: Device for the loaded tensors.
         materialize_nested: Accepted for compatibility (bundles hold no nested tensors).
 
@@ -92,8 +94,9 @@ def load(
             dest[nid] = ref
     if transformed:
         log._transformed = transformed
+    grads = restore_gradients(log, meta["info"], by_id, lambda t: make_ref(t, resolved), map_location)
     if not lazy:
-        _read_all(log, transformed, map_location)
+        _read_all([(log._lazy, log._saved), (transformed, transformed), *grads], map_location)
     log._loaded_from_bundle = True
     log._bundle_path = str(target)
     return log
@@ -113,9 +116,11 @@ def make_ref(t: dict[str, Any], bundle_path: str) -> LazyActivationRef:
     )
 
 
-def _read_all(log: ModelLog, transformed: LazyTensorDict, map_location: Any) -> None:
-    """Materialize every referenced blob once, on a few threads (the reads release the GIL)."""
-    unique = {ref.blob_id: ref for ref in [*log._lazy.values(), *transformed.values()]}
+def _read_all(pairs: list[tuple[dict[int, Any], dict[int, Any]]], map_location: Any) -> None:
+    """Materialize every referenced blob once, on a few threads (the reads release the GIL).
+
+    Each pair is (node id -> ref, where the tensors go); the refs are removed when the two differ."""
+    unique = {ref.blob_id: ref for refs, _ in pairs for ref in dict.values(refs)}
 
     def read(ref: LazyActivationRef) -> torch.Tensor:
         try:
@@ -128,8 +133,8 @@ def _read_all(log: ModelLog, transformed: LazyTensorDict, map_location: Any) -> 
     refs_sorted = sorted(unique.values(), key=lambda r: r.blob_id)
     with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:
         loaded = dict(zip([r.blob_id for r in refs_sorted], pool.map(read, refs_sorted), strict=True))
-    for nid, ref in log._lazy.items():
-        log._saved[nid] = loaded[ref.blob_id]
-    log._lazy.clear()
-    for nid, ref in list(transformed.items()):
-        transformed[nid] = loaded[ref.blob_id]
+    for refs, dest in pairs:
+        for nid, ref in list(dict.items(refs)):
+            dict.__setitem__(dest, nid, loaded[ref.blob_id])
+        if refs is not dest:
+            refs.clear()

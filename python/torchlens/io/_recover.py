@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .._errors import TorchLensIOError
 from .._native import core as _core
+from ._grads import GRAD_KINDS, recovered_gradients
 from ._load import incomplete_siblings
 from ._save import check_target, commit, entry, info_of
 from ._schema import build_log, capture_from_plain
@@ -38,7 +39,8 @@ def recover_bundle(path: str | os.PathLike) -> str:
     Returns:
         The path of the recovered bundle (the original target path). Its log holds the operations
         recorded up to the last journal chunk, with the activations that were fully written; it
-        has no output layers.
+        has no output layers. Streamed gradients (`save_gradients_to`) are kept too: the
+        latest complete blob of each layer, in arrival order.
 
     Raises:
         TorchLensIOError: Nothing to recover, or the journal is unreadable.
@@ -58,6 +60,7 @@ def recover_bundle(path: str | os.PathLike) -> str:
     pos_of = {nid: q for q, nid in enumerate(log._node_ids)}
     tensors = []
     maps: dict[str, list[list[int]]] = {"activation": [], "transformed_activation": []}
+    found_grads: list[tuple[int, str, int, dict, Path]] = []
     blobs = tmp / "blobs"
     for f in sorted(blobs.iterdir()) if blobs.is_dir() else []:
         if f.is_symlink() or not f.name.endswith(".safetensors") or not f.is_file():
@@ -71,8 +74,13 @@ def recover_bundle(path: str | os.PathLike) -> str:
             kind = str(hm.get("kind", "activation"))
             dev = str(hm.get("device", "cpu"))
             bid = int(f.name.split(".")[0])
+            seq = int(hm["seq"]) if kind in GRAD_KINDS else 0
         except (TorchLensIOError, KeyError, ValueError):
             f.unlink()  # cut short by the crash
+            continue
+        if kind in GRAD_KINDS and nid in pos_of:  # gradient blob ids are allocated per arrival
+            ent = entry(bid, labels[pos_of[nid]], dtype, shape, dev, nbytes, sha, kind)
+            found_grads.append((seq, kind, nid, ent, f))
             continue
         # Streamed blob ids: node + 1; with a postfunc 2 * node + 1 (raw) and 2 * node + 2 (transformed).
         ids = (nid + 1, 2 * nid + 1) if kind == "activation" else (2 * nid + 2,)
@@ -86,6 +94,7 @@ def recover_bundle(path: str | os.PathLike) -> str:
             (tmp / extra).unlink()
         except FileNotFoundError:
             pass
+    grad_tensors, gradients = recovered_gradients(found_grads, journal["info"].get("gradients"), set(pos_of))
     info_full = {**info_of(log), "recovered": True}
     commit(
         tmp,
@@ -94,10 +103,11 @@ def recover_bundle(path: str | os.PathLike) -> str:
         data,
         info_full,
         maps["activation"],
-        tensors,
+        [*tensors, *grad_tensors],
         [],
         len(log),
         transformed=maps["transformed_activation"],
+        gradients=gradients,
     )
     return str(target)
 

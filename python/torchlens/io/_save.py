@@ -21,6 +21,7 @@ from .._data import CaptureData
 from .._errors import TorchLensIOError
 from .._native import core as _core
 from ..log.model_log import ModelLog
+from ._grads import GRAD_KINDS, gradient_info, gradient_sources
 from ._refs import LazyActivationRef, dtype_name, tensor_bytes, unsupported_reason
 from ._schema import METADATA_SCHEMA, METADATA_VERSION, data_to_json, extras_to_json, json_safe
 
@@ -28,7 +29,6 @@ from ._schema import METADATA_SCHEMA, METADATA_VERSION, data_to_json, extras_to_
 IO_THREADS = min(4, os.cpu_count() or 1)
 
 _ACT_KINDS = ("activation", "transformed_activation")
-_GRAD_KINDS = ("gradient", "transformed_gradient")
 
 
 def _versions() -> dict[str, Any]:
@@ -72,8 +72,13 @@ def commit(
     unsupported: list[dict[str, str]],
     n_layers: int,
     transformed: list[list[int]] | None = None,
+    gradients: dict[str, Any] | None = None,
 ) -> None:
-    """Write `metadata.json`, then the manifest (validated by the core, written last) and rename."""
+    """Write `metadata.json`, then the manifest (validated by the core, written last) and rename.
+
+    `gradients` is the `info.gradients` object (`_grads.gradient_info`), None for none."""
+    if gradients is not None:
+        info = {**info, "gradients": gradients}
     meta = {
         "schema": METADATA_SCHEMA,
         "version": METADATA_VERSION,
@@ -90,8 +95,8 @@ def commit(
         **_versions(),
         "n_layers": n_layers,
         "n_activation_blobs": sum(1 for t in tensors if t["kind"] in _ACT_KINDS),
-        "n_gradient_blobs": sum(1 for t in tensors if t["kind"] in _GRAD_KINDS),
-        "n_auxiliary_blobs": sum(1 for t in tensors if t["kind"] not in _ACT_KINDS + _GRAD_KINDS),
+        "n_gradient_blobs": sum(1 for t in tensors if t["kind"] in GRAD_KINDS),
+        "n_auxiliary_blobs": sum(1 for t in tensors if t["kind"] not in _ACT_KINDS + GRAD_KINDS),
         "metadata": {"relative_path": "metadata.json", "format": "json", "bytes": nbytes, "sha256": sha},
         "tensors": tensors,
         "unsupported_tensors": unsupported,
@@ -148,7 +153,8 @@ def save(
         model_log: The log to save (fresh, streamed or loaded, lazily or not).
         path: Target directory; must not exist unless `overwrite=True`.
         include_activations: Store saved activations (else metadata only).
-        include_gradients: Accepted for compatibility (gradients are not captured in this release).
+        include_gradients: Store the gradients (and `gradient_postfunc` outputs) that a backward
+            pass left in the log, with their arrival order (else none are kept).
         include_captured_args: Accepted for compatibility (captured args are not recorded).
         include_rng_states: Accepted for compatibility (RNG states are not recorded).
         strict: Raise on a tensor the format cannot hold; False skips it and lists it.
@@ -169,7 +175,7 @@ def save(
     tmp = tmp_name(target)
     try:
         (tmp / "blobs").mkdir(parents=True)
-        _save_into(model_log, tmp, target, include_activations, strict)
+        _save_into(model_log, tmp, target, include_activations, include_gradients, strict)
     except BaseException as e:
         mark_partial(tmp, f"{type(e).__name__}: {e}")
         if backup is not None and not target.exists():
@@ -200,10 +206,12 @@ def write_tensor(t: torch.Tensor, dest: Path, blob_id: int, label: str, nid: int
     return entry(blob_id, label, dtype, t.shape, str(t.device), nbytes, sha, kind)
 
 
-def _save_into(log: ModelLog, tmp: Path, target: Path, include_activations: bool, strict: bool) -> None:
+def _save_into(
+    log: ModelLog, tmp: Path, target: Path, include_activations: bool, include_gradients: bool, strict: bool
+) -> None:
     labels = log._col("labels_w_pass")
     pos_of = {nid: p for p, nid in enumerate(log._node_ids)}
-    maps: dict[str, list[list[int]]] = {"activation": [], "transformed_activation": []}
+    maps: dict[str, list[list[int]]] = {k: [] for k in (*_ACT_KINDS, *GRAD_KINDS)}
     tensors: list[dict[str, Any]] = []
     unsupported: list[dict[str, str]] = []
     memo: dict[tuple[str, int], int] = {}
@@ -215,6 +223,8 @@ def _save_into(log: ModelLog, tmp: Path, target: Path, include_activations: bool
         acts.update({k: v for k, v in log._saved.items() if v is not None})
         sources.append(("activation", acts))
         sources.append(("transformed_activation", dict(getattr(log, "_transformed", None) or {})))
+    if include_gradients:
+        sources.extend(gradient_sources(log))
     for kind, mapping in sources:
         for nid in sorted(mapping):
             if nid not in pos_of:
@@ -257,4 +267,5 @@ def _save_into(log: ModelLog, tmp: Path, target: Path, include_activations: bool
         unsupported,
         len(log),
         transformed=maps["transformed_activation"],
+        gradients=gradient_info(log, maps, include_gradients),
     )

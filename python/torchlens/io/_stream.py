@@ -52,6 +52,8 @@ class StreamSink:
         self._jnext = 0
         self.model_name = model_name
         self.info = info
+        # Set by `seal`: (manifest entries, metadata maps) of the activations written.
+        self.sealed: tuple[list[dict[str, Any]], dict[str, list[list[int]]]] | None = None
 
     def __call__(self, session: Any, t: torch.Tensor, nid: int) -> None:
         if session is not self._session:
@@ -169,11 +171,17 @@ class StreamSink:
         finally:
             mark_partial(self.tmp, reason)
 
-    def commit(self, log: ModelLog) -> None:
-        """Write metadata and manifest for the finished capture and rename the bundle into place."""
+    def seal(self, log: ModelLog, deferred: bool = False) -> None:
+        """Finish the activation writes of the finished capture and list them (`self.sealed`:
+        manifest entries and metadata maps); blobs of nodes removed as orphans are deleted.
+        `deferred`: the commit waits for streamed gradients, so the journal gets the capture's
+        last nodes too and, with `retain_in_memory=False`, the entries' refs point into the
+        temp directory meanwhile."""
         try:
             n_rec = log._n_records
             self._own_output_values(log, n_rec)
+            if deferred and self._session is not None:
+                self.journal(self._session)
             written = {bid: (n, sha) for bid, n, sha in self.writer.finish()}
             labels = log._col("labels_w_pass")
             tensors = []
@@ -194,6 +202,23 @@ class StreamSink:
             for bid in list(written):
                 if bid not in listed:  # a saved node removed as an orphan: not part of the bundle
                     os.remove(self.tmp / f"blobs/{bid:010d}.safetensors")
+        except BaseException as e:
+            mark_partial(self.tmp, f"{type(e).__name__}: {e}")
+            raise
+        self.sealed = (tensors, maps)
+        if deferred and not self.keep:
+            self._refs_instead_of_tensors(log, tensors, maps, self.tmp)
+
+    def commit(self, log: ModelLog, grads: Any = None) -> None:
+        """Write metadata and manifest for the finished capture and rename the bundle into place.
+
+        `grads` (a deferred commit, see `_grad_stream.GradientStream`) adds the streamed
+        gradients: `grads.entries(log)` gives their manifest entries and `info.gradients`."""
+        if self.sealed is None:
+            self.seal(log)
+        tensors, maps = self.sealed
+        try:
+            grad_tensors, grad_info = grads.entries(log) if grads is not None else ([], None)
             commit(
                 self.tmp,
                 self.target,
@@ -201,16 +226,17 @@ class StreamSink:
                 log._data,
                 info_of(log),
                 maps["activation"],
-                tensors,
-                [],
+                [*tensors, *grad_tensors],
+                [] if grads is None else grads.unsupported,
                 len(log),
                 transformed=maps["transformed_activation"],
+                gradients=grad_info,
             )
         except BaseException as e:
             mark_partial(self.tmp, f"{type(e).__name__}: {e}")
             raise
         if not self.keep:
-            self._refs_instead_of_tensors(log, tensors, maps)
+            self._refs_instead_of_tensors(log, tensors, maps, self.target)
 
     def _own_output_values(self, log: ModelLog, n_rec: int) -> None:
         """An output whose producer's value went stale (written through a view before the return)
@@ -226,10 +252,10 @@ class StreamSink:
                     nodes[nid] = self._submit(v, nid, nid * self.stride + j, kind)
 
     def _refs_instead_of_tensors(
-        self, log: ModelLog, tensors: list[dict[str, Any]], maps: dict[str, list[list[int]]]
+        self, log: ModelLog, tensors: list[dict[str, Any]], maps: dict[str, list[list[int]]], where: Path
     ) -> None:
-        """`retain_in_memory=False`: entries get lazy references into the committed bundle."""
-        resolved = str(self.target.resolve())
+        """`retain_in_memory=False`: entries get lazy references into the bundle directory `where`."""
+        resolved = str(where.resolve())
         by_id = {t["blob_id"]: t for t in tensors}
         refs: dict[int, LazyActivationRef] = {}
         for nid, bid in maps["activation"]:

@@ -1,5 +1,6 @@
 """ModelLog methods that the 2.15 API puts on the log but that a higher layer implements: graphs
-(`render_graph`, `to_dot`, the dagua and audit helpers) and the fast replay (`save_new_activations`).
+(`render_graph`, `to_dot`, `show_backward_graph`, the dagua and audit helpers) and the fast replay
+(`save_new_activations`).
 
 Each imports its layer locally, marked `# facade`; `ModelLog` inherits them.
 """
@@ -56,7 +57,8 @@ class FacadeMethods:
                 it accepts.
             skip_fn: `f(layer_log) -> bool`: hide the layer's nodes and connect their parents to their children.
             vis_edge_overrides: Edge attributes (values may be `f(model_log, parent_entry, child_entry)`).
-            vis_gradient_edge_overrides: Not available (gradients are not captured in this release).
+            vis_gradient_edge_overrides: Attributes of the gradient edges (unrolled graphs of a log with
+                gradients; values may be `f(model_log, parent_entry, child_entry)`).
             vis_module_overrides: Cluster attributes (values may be `f(model_log, "address:pass")`).
             vis_save_only: Do not open the rendered file in a viewer.
             vis_fileformat: Any format `dot -T` accepts (`pdf`, `png`, `svg`, ...).
@@ -74,11 +76,7 @@ class FacadeMethods:
         from ..viz import check_render_options, layout_engine, render  # facade
 
         check_render_options(
-            {
-                "node_mode": node_mode,
-                "vis_gradient_edge_overrides": vis_gradient_edge_overrides,
-                "vis_renderer": vis_renderer,
-            },
+            {"node_mode": node_mode, "vis_renderer": vis_renderer},
             code_panel,
         )
         engine = layout_engine(vis_node_placement)
@@ -95,6 +93,7 @@ class FacadeMethods:
             skip_fn=skip_fn,
             vis_edge_overrides=vis_edge_overrides,
             vis_module_overrides=vis_module_overrides,
+            vis_gradient_edge_overrides=vis_gradient_edge_overrides,
         )
         render(src, vis_outpath, vis_fileformat, vis_save_only, engine)
         return src
@@ -114,13 +113,20 @@ class FacadeMethods:
         skip_fn: Any = None,
         vis_edge_overrides: dict[str, Any] | None = None,
         vis_module_overrides: dict[str, Any] | None = None,
+        vis_gradient_edge_overrides: dict[str, Any] | None = None,
     ) -> str:
         """DOT source of the graph without rendering it (the arguments are those of `render_graph`)."""
         self._require_all_layers()  # type: ignore[attr-defined]
         from ..viz import RenderHooks, build_dot  # facade
 
         hooks = RenderHooks(
-            node_spec_fn, collapsed_node_spec_fn, collapse_fn, skip_fn, vis_edge_overrides, vis_module_overrides
+            node_spec_fn,
+            collapsed_node_spec_fn,
+            collapse_fn,
+            skip_fn,
+            vis_edge_overrides,
+            vis_module_overrides,
+            vis_gradient_edge_overrides,
         )
         return build_dot(
             self,
@@ -131,6 +137,44 @@ class FacadeMethods:
             vis_graph_overrides,
             module,
             hooks,  # type: ignore[arg-type]
+        )
+
+    def show_backward_graph(
+        self,
+        vis_outpath: str = "backward_modelgraph",
+        vis_graph_overrides: dict[str, Any] | None = None,
+        node_spec_fn: Any = None,
+        collapsed_node_spec_fn: Any = None,
+        vis_node_mode: str = "default",
+        vis_edge_overrides: dict[str, Any] | None = None,
+        vis_save_only: bool = False,
+        vis_fileformat: str = "pdf",
+        vis_direction: str = "topdown",
+        code_panel: Any = False,
+    ) -> str:
+        """Render the backward graph captured by `log_backward` (spec §12.6) and return its DOT source.
+
+        One oval per grad_fn (`[i]` marks intervening ones, `@layer` the forward layer that produced
+        it), an edge to each of its next grad_fns. `node_spec_fn(grad_fn_log, default_spec)` may
+        return a NodeSpec; `vis_edge_overrides` values apply to every edge.
+
+        Raises:
+            ValueError: No backward graph was captured.
+        """
+        from ..viz import render_backward_graph  # facade
+
+        return render_backward_graph(
+            self,  # type: ignore[arg-type]
+            vis_outpath,
+            vis_graph_overrides,
+            node_spec_fn,
+            collapsed_node_spec_fn,
+            vis_node_mode,
+            vis_edge_overrides,
+            vis_save_only,
+            vis_fileformat,
+            vis_direction,
+            code_panel,
         )
 
     def render_dagua_graph(
@@ -201,3 +245,17 @@ class FacadeMethods:
         save_new_activations(
             log, model, input_args, input_kwargs, layers_to_save, gradients_to_save, random_seed, train_mode
         )
+
+    def finalize_gradient_bundle(self) -> str:
+        """Commit the bundle that `save_gradients_to` streams this log's gradients to; returns its path.
+
+        `log_backward` / `recording_backward` commit it themselves after their first backward; call
+        this after a plain `loss.backward()`. The bundle holds the gradients received until then
+        (later ones stay in memory only).
+
+        Raises:
+            ValueError: No gradient bundle is waiting to be committed.
+        """
+        from ..io import finalize_gradient_bundle  # facade
+
+        return finalize_gradient_bundle(self)  # type: ignore[arg-type]

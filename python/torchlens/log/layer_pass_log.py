@@ -16,7 +16,7 @@ import torch
 
 from .._data import is_inplace_name
 from .._format import human_readable_size, tensor_preview
-from . import func_call, relations
+from . import backward, func_call, gradients, relations
 from .export import BUFFER_LOG_FIELD_ORDER, LAYER_PASS_LOG_FIELD_ORDER, MODEL_EXPORT_COLUMNS
 from .params import param_users
 
@@ -168,31 +168,52 @@ class LayerPassLog:
         st = func_call.autograd_saved(self._log, self._pos)
         return None if st is None else st[1]
 
-    # gradients (not captured in this release) ---------------------------------------
-    gradient: torch.Tensor | None = None
-    transformed_gradient: Any = None
-    grad_shape: tuple | None = None
-    transformed_gradient_shape: tuple | None = None
-    grad_dtype: torch.dtype | None = None
-    transformed_gradient_dtype: torch.dtype | None = None
-    grad_memory: int | None = None
-    transformed_gradient_memory: int | None = None
-    gradient_ref: Any = None
-    save_gradients = False
-    has_gradient = False
-    grad_fn_id: int | None = None
-    grad_fn_object: Any = None
-    corresponding_grad_fn: Any = None
+    # gradients (tensor hooks, see log/gradients.py) ------------------------------------
+    gradient: _Field[torch.Tensor | None] = _Field(lambda e: gradients.gradient(e._log, e._pos))
+    transformed_gradient: _Field[Any] = _Field(lambda e: gradients.transformed_gradient(e._log, e._pos))
+    has_gradient: _Field[bool] = _Field(lambda e: gradients.has_gradient(e._log, e._pos))
+    save_gradients: _Field[bool] = _Field(lambda e: gradients.is_selected(e._log, e._pos))
+    gradient_ref: _Field[Any] = _Field(lambda e: e._log._lazy_grads.get(e._log._node_id(e._pos)))
+
+    @property
+    def grad_shape(self) -> tuple | None:
+        return gradients.tensor_shape(self.gradient)
+
+    @property
+    def grad_dtype(self) -> torch.dtype | None:
+        return gradients.tensor_dtype(self.gradient)
+
+    @property
+    def grad_memory(self) -> int | None:
+        return gradients.tensor_memory(self.gradient)
+
+    @property
+    def transformed_gradient_shape(self) -> tuple | None:
+        return gradients.tensor_shape(self.transformed_gradient)
+
+    @property
+    def transformed_gradient_dtype(self) -> torch.dtype | None:
+        return gradients.tensor_dtype(self.transformed_gradient)
+
+    @property
+    def transformed_gradient_memory(self) -> int | None:
+        return gradients.tensor_memory(self.transformed_gradient)
+
+    # backward graph (log/backward.py) --------------------------------------------------
+    grad_fn_id: _Field[int | None] = _Field(lambda e: backward.grad_fn_id(e._log, e._pos))
+    grad_fn_object: _Field[Any] = _Field(lambda e: backward.grad_fn_object(e._log, e._pos))
+    corresponding_grad_fn: _Field[Any] = _Field(lambda e: backward.corresponding_grad_fn(e._log, e._pos))
 
     @property
     def func_autocast_state(self) -> dict[str, dict[str, Any]] | None:
         """`{"cpu": {"enabled": ..., "dtype": ...}, "cuda": {...}}` when the op ran; `{}` for sources."""
         return func_call.autocast_state(self._log, self._pos)
 
-    grad_memory_str: _Field[str] = _Field(lambda e: human_readable_size(0))
+    grad_memory_str: _Field[str] = _Field(lambda e: human_readable_size(e.grad_memory or 0))
 
-    def materialize_gradient(self, *, map_location: str = "cpu") -> Any:
-        return None
+    def materialize_gradient(self, *, map_location: str = "cpu") -> torch.Tensor | None:
+        """This entry's gradient, read from its bundle if it was loaded lazily; None if none was saved."""
+        return gradients.materialize(self._log, self._pos, map_location)
 
     # function -------------------------------------------------------------------
     func_name: _Field[str] = _Field(lambda e: e._log._func_name(e._pos))

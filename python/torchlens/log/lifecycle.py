@@ -101,6 +101,12 @@ def cleanup(log: ModelLog) -> None:
     log._entries.clear()
     log._layer_logs = None
     log.activation_postfunc = None
+    log.gradient_postfunc = None
+    log._grad_store = None  # kept gradients; hooks still in a live graph find no store and do nothing
+    log.has_gradients = False
+    log._lazy_grads = {}
+    log.__dict__.pop("_backward", None)  # the backward graph's GradFnLogs and their gradient copies
+    log._data.grad_fn_ids = {}
     log._rng_before_forward = None
     log._source_model_ref = None
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -129,6 +135,7 @@ def log_state(log: ModelLog) -> dict[str, Any]:
     state["_lazy"] = dict(log._lazy)
     state["_source_model_ref"] = None
     state["activation_postfunc"] = _picklable_or_none(log.activation_postfunc)
+    state["gradient_postfunc"] = _picklable_or_none(getattr(log, "gradient_postfunc", None))
     state["_activation_callback"] = _picklable_or_none(log._activation_callback)
     state["_caches"] = {k: log._cols[k] for k in _KEPT_CACHES if k in log._cols}
     state["_pickle_format_version"] = PICKLE_FORMAT_VERSION
@@ -181,6 +188,7 @@ def _portable_data(data: CaptureData, memo: dict[int, Any]) -> CaptureData:
             addr: (None, snap[1], _importable_class(snap[2])) for addr, snap in data.module_objects.items()
         },
         func_args={nid: _map_values(cap, _portable_leaf, memo) for nid, cap in data.func_args.items()},
+        grad_fn_ids={},  # ids of grad_fns of this process: meaningless in another one
     )
 
 

@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .._format import human_readable_size
-from . import export, func_call, lifecycle
+from . import export, func_call, gradients, lifecycle
 from .accessors import BufferAccessor, LayerAccessor, ModuleAccessor, ParamAccessor
+from .backward import BackwardMethods
 from .columns import RecordView
 from .facade import FacadeMethods
+from .gradients import GradientStore
 from .layer_log import LayerLog
 from .layer_pass_log import BufferLog, LayerPassLog
 from .lookup import get_item, help_text
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from .._data import CaptureData
 
 
-class ModelLog(RecordView, FacadeMethods):
+class ModelLog(RecordView, FacadeMethods, BackwardMethods):
     """Log of one forward pass: every tensor computed, its metadata and (optionally) its value."""
 
     def __init__(
@@ -64,6 +66,12 @@ class ModelLog(RecordView, FacadeMethods):
         self.train_mode = False
         self.save_gradients = False
         self.has_gradients = False
+        self.gradients_to_save: Any = None
+        self.gradient_postfunc: Any = None
+        self.gradient_postfunc_repr: str | None = None
+        self.save_raw_gradient = True
+        self._grad_store: GradientStore | None = None  # tensor-hook gradients (log/gradients.py)
+        self._lazy_grads: dict[int, Any] = {}  # gradients of a lazily loaded bundle, by node id
         self.logging_mode = "exhaustive"
         self.io_format_version = 1
         self.keep_unsaved_layers = True
@@ -302,7 +310,14 @@ class ModelLog(RecordView, FacadeMethods):
 
     @property
     def layers_with_saved_gradients(self) -> list[str]:
-        return []
+        return gradients.labels_with_gradients(self)
+
+    @property
+    def _gradient_layer_nums_to_save(self) -> list[int] | None:
+        store = self._grad_store
+        if store is None or store.selected is None:
+            return None
+        return sorted(n + 1 for n in store.selected)
 
     @property
     def equivalent_operations(self) -> dict[str, set[str]]:

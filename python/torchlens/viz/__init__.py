@@ -5,6 +5,7 @@ step), `_caption` (caption and header), `_spec` (`NodeSpec`, HTML labels, the ca
 render audit), `_render` (graphviz, viewer, notebook display), `_dagua` (the optional dagua backend).
 """
 
+from ._backward import backward_dot, render_backward_graph, show_backward_graph
 from ._build import AUTO_COLLAPSE_NODES, build_dot
 from ._dagua import model_log_to_dagua_graph, render_model_log_with_dagua, require_dagua
 from ._dot import FILL_FROZEN, FILL_INPUT, FILL_OUTPUT, FILL_TRAINABLE
@@ -27,13 +28,16 @@ __all__ = [
     "NodeSpec",
     "RenderHooks",
     "TorchLensRenderAudit",
+    "backward_dot",
     "build_dot",
     "build_render_audit",
     "check_render_options",
     "layout_engine",
     "model_log_to_dagua_graph",
     "render",
+    "render_backward_graph",
     "render_lines_to_html",
     "render_model_log_with_dagua",
     "require_dagua",
+    "show_backward_graph",
 ]

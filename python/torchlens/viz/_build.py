@@ -59,6 +59,7 @@ class _View:
     skipped: set[int] = field(default_factory=set)  # skip_fn: hidden, with edges chained through them
     boundary: set[int] = field(default_factory=set)  # focus only: outside entries feeding the module
     from_input: list[bool] = field(default_factory=list)
+    grads: list[bool] = field(default_factory=list)  # unrolled: the entry holds a gradient
     rep: list[str] = field(default_factory=list)  # name of the node that stands for each position
     cluster_of: list[tuple[str, ...]] = field(default_factory=list)
     collapsed: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -94,6 +95,7 @@ def build_dot(
         _skip_positions(v)
     depth = _effective_depth(v, max_module_depth) if v.hooks.collapse_fn is None else 0
     v.from_input = _reaches_from_input(v.entries, v.parents)
+    v.grads = [False] * v.n if v.rolled or not log.has_gradients else [bool(e.has_gradient) for e in v.entries]
     _place(v, depth)
     g = Graph()
     _add_layer_nodes(g, v)
@@ -427,6 +429,9 @@ def _add_module_boxes(g: Graph, v: _View) -> None:
 # --------------------------------------------------------------------------- edges
 
 
+_GRAD_COLOR = "#9197F6"
+
+
 def _edge_attrs(solid: bool) -> dict[str, Any]:
     return {"arrowsize": ".7", "labelfontsize": "8", "color": "black", "style": "solid" if solid else "dashed"}
 
@@ -448,6 +453,12 @@ def _add_edges(g: Graph, v: _View) -> dict[tuple[str, str], tuple[set[int], set[
             if v.hooks.edge_overrides:
                 attrs.update(v.hooks.edge_attrs(v.log, v.entries[par], v.entries[c]))
             g.edges[(a, b)] = attrs
+            if not v.rolled and v.grads[par] and v.grads[c]:
+                # Spec §12.3: gradient flow, drawn child -> parent, when both ends hold a gradient.
+                gattrs = {**_edge_attrs(v.from_input[par]), "color": _GRAD_COLOR, "fontcolor": _GRAD_COLOR}
+                if v.hooks.gradient_edge_overrides:
+                    gattrs.update(v.hooks.edge_attrs(v.log, v.entries[par], v.entries[c], gradient=True))
+                g.edges[(b, a)] = gattrs
     return edge_passes
 
 

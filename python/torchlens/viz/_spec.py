@@ -63,6 +63,7 @@ class RenderHooks:
     skip_fn: Any = None
     edge_overrides: dict[str, Any] | None = None
     module_overrides: dict[str, Any] | None = None
+    gradient_edge_overrides: dict[str, Any] | None = None
 
     def node_spec(self, layer_log: Any, spec: NodeSpec) -> NodeSpec:
         if self.node_spec_fn is None:
@@ -74,9 +75,11 @@ class RenderHooks:
             return spec
         return _spec_result(self.collapsed_node_spec_fn(module_log, spec), spec, "collapsed_node_spec_fn")
 
-    def edge_attrs(self, log: ModelLog, parent: Any, child: Any) -> dict[str, Any]:
-        """`edge_overrides` values, callables called as `f(model_log, parent_entry, child_entry)`."""
-        return {k: (v(log, parent, child) if callable(v) else v) for k, v in (self.edge_overrides or {}).items()}
+    def edge_attrs(self, log: ModelLog, parent: Any, child: Any, gradient: bool = False) -> dict[str, Any]:
+        """`edge_overrides` (or, for a gradient edge, `gradient_edge_overrides`) values, callables called
+        as `f(model_log, parent_entry, child_entry)`."""
+        over = self.gradient_edge_overrides if gradient else self.edge_overrides
+        return {k: (v(log, parent, child) if callable(v) else v) for k, v in (over or {}).items()}
 
     def cluster_attrs(self, log: ModelLog, cluster_name: str) -> dict[str, Any]:
         """`module_overrides` values, callables called as `f(model_log, "address:pass")` (rolled: the address)."""
@@ -99,10 +102,6 @@ def check_render_options(render: dict[str, Any], code_panel: Any = False) -> Non
         raise ValueError(f"node_mode must be one of {list(_NODE_MODES)}, not {mode!r}.")
     if mode != "default":
         raise NotImplementedError(f"node_mode={mode!r} (vis_node_mode) is not available in this release yet.")
-    if render.get("vis_gradient_edge_overrides") is not None:
-        raise NotImplementedError(
-            "vis_gradient_edge_overrides is not available in this release yet (gradients are not captured)."
-        )
     if not (code_panel is False or code_panel is True or code_panel in _CODE_PANELS or callable(code_panel)):
         raise ValueError(f"code_panel must be a bool, one of {list(_CODE_PANELS)} or a callable, not {code_panel!r}.")
     if code_panel is not False:

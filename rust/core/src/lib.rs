@@ -3,7 +3,8 @@
 //!
 //! The pipeline ([`finalize`]) follows the spec's post-processing steps:
 //! synthetic output nodes and orphan removal ([`graph`]), fingerprints ([`fingerprint`]),
-//! loop detection ([`loops`]), final labels and lookup keys ([`labels`]).
+//! loop detection ([`loops`]), final labels and lookup keys ([`labels`]). The backward graph
+//! of a loss (`grad_fn`s matched to forward layers and labelled) is built by [`backward`].
 //!
 //! ```
 //! use torchlens_core::{CaptureBatch, NodeKind, OpRecord, Options, NO_STR, finalize};
@@ -26,6 +27,7 @@
 //! assert_eq!(fin.lookup("input.x"), Some(0));
 //! ```
 
+pub mod backward;
 pub mod bundle;
 pub mod error;
 pub mod finalize;

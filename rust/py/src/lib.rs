@@ -4,6 +4,7 @@
 //! it under the interpreter lock in one loop, then releases the lock for the core pipeline and
 //! returns a frozen [`Finalized`](_core::PyFinalized) handle with column accessors.
 
+mod backward;
 mod bundle;
 mod convert;
 mod errors;
@@ -19,6 +20,9 @@ mod _core {
 
     use crate::convert::batch_from_py;
     use crate::errors::CoreErrorWrapper;
+
+    #[pymodule_export]
+    use crate::backward::backward_graph;
 
     #[pymodule_export]
     use crate::bundle::{

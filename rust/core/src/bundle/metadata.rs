@@ -3,6 +3,8 @@
 //! cross-reference, so that the Python side only maps already valid plain data to its objects.
 //! The same [`Capture`] checks serve recovery ([`super::journal`]).
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -219,6 +221,52 @@ pub struct Metadata {
     pub transformed: Vec<(u64, u64)>,
 }
 
+/// `info.gradients`, written for a log that captured gradients: (node, blob id) pairs of the
+/// kept gradients and of the `gradient_postfunc` outputs, the arrival order and the selected
+/// nodes. Its other keys (the capture's gradient options) are free-form.
+#[derive(Debug, Default, Deserialize)]
+struct GradientInfo {
+    #[serde(default)]
+    gradient: Vec<(u64, u64)>,
+    #[serde(default)]
+    transformed_gradient: Vec<(u64, u64)>,
+    #[serde(default)]
+    order: Vec<u64>,
+    #[serde(default)]
+    selected: Option<Vec<u64>>,
+}
+
+/// Checks `info.gradients` (absent or null: nothing to check): every pair names a node of the
+/// capture (`n_nodes`: records and outputs) and a listed blob of its kind.
+fn check_gradients(info: &Map<String, Value>, kind_of: &HashMap<u64, &str>, n_nodes: u64) -> Result<()> {
+    let g: GradientInfo = match info.get("gradients") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| bad(format!("info.gradients: {e}")))?,
+    };
+    for (pairs, kind) in [
+        (&g.gradient, "gradient"),
+        (&g.transformed_gradient, "transformed_gradient"),
+    ] {
+        if let Some((nid, bid)) = pairs.iter().find(|(_, bid)| kind_of.get(bid) != Some(&kind)) {
+            return Err(bad(format!(
+                "info.gradients {kind} entry [{nid}, {bid}] refers to no {kind} blob"
+            )));
+        }
+        if let Some((nid, bid)) = pairs.iter().find(|(nid, _)| *nid >= n_nodes) {
+            return Err(bad(format!("info.gradients {kind} entry [{nid}, {bid}] names no node")));
+        }
+    }
+    if let Some(nid) = g
+        .order
+        .iter()
+        .chain(g.selected.iter().flatten())
+        .find(|&&n| n >= n_nodes)
+    {
+        return Err(bad(format!("info.gradients: node {nid} out of range")));
+    }
+    Ok(())
+}
+
 /// The two keys read first, so that a foreign or newer document is reported as such.
 #[derive(Deserialize)]
 struct Probe {
@@ -254,8 +302,7 @@ pub fn parse_metadata(bytes: &[u8], manifest: &Manifest) -> Result<Metadata> {
     if let Some(extras) = &meta.extras {
         extras.validate()?;
     }
-    let kind_of: std::collections::HashMap<u64, &str> =
-        manifest.tensors.iter().map(|t| (t.blob_id, t.kind.as_str())).collect();
+    let kind_of: HashMap<u64, &str> = manifest.tensors.iter().map(|t| (t.blob_id, t.kind.as_str())).collect();
     for (pairs, kind, what) in [
         (&meta.activations, "activation", "activation"),
         (&meta.transformed, "transformed_activation", "transformed"),
@@ -264,6 +311,8 @@ pub fn parse_metadata(bytes: &[u8], manifest: &Manifest) -> Result<Metadata> {
             return Err(bad(format!("{what} entry [{nid}, {bid}] refers to no {kind} blob")));
         }
     }
+    let n_nodes = (meta.capture.records.len() + meta.capture.outputs.len()) as u64;
+    check_gradients(&meta.info, &kind_of, n_nodes)?;
     let seed_ok = match meta.info.get("random_seed") {
         None => true,
         Some(v) => v.is_i64() || v.is_u64() || v.is_boolean(),
@@ -272,4 +321,109 @@ pub fn parse_metadata(bytes: &[u8], manifest: &Manifest) -> Result<Metadata> {
         return Err(bad("info.random_seed must be an int"));
     }
     Ok(meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::blob_relative_path;
+    use super::super::manifest::parse_manifest;
+    use super::*;
+
+    /// A manifest listing blob 1 (activation), 2 (gradient) and 3 (transformed gradient).
+    fn manifest() -> Manifest {
+        let tensor = |id: u64, kind: &str| {
+            json!({
+                "blob_id": id, "kind": kind, "label": "x", "relative_path": blob_relative_path(id),
+                "backend": "safetensors", "shape": [2], "dtype": "float32", "device_at_save": "cpu",
+                "layout": "strided", "bytes": 136, "sha256": "0".repeat(64),
+            })
+        };
+        let doc = json!({
+            "io_format_version": 1, "torchlens_version": "0.1.0", "torch_version": "2.5.0",
+            "python_version": "3.11.7", "platform": "linux-x86_64", "created_at": "2026-01-01T00:00:00Z",
+            "bundle_format": "directory", "n_layers": 2, "n_activation_blobs": 1, "n_gradient_blobs": 2,
+            "n_auxiliary_blobs": 0,
+            "metadata": {"relative_path": "metadata.json", "format": "json", "bytes": 2, "sha256": "0".repeat(64)},
+            "tensors": [tensor(1, "activation"), tensor(2, "gradient"), tensor(3, "transformed_gradient")],
+            "unsupported_tensors": [],
+        });
+        parse_manifest(&serde_json::to_vec(&doc).unwrap()).unwrap()
+    }
+
+    /// One record and one output (nodes 0 and 1), with `info.gradients` set to `gradients`
+    /// (left out when None).
+    fn metadata(gradients: Option<Value>) -> Vec<u8> {
+        let mut info = json!({"random_seed": 1});
+        if let Some(g) = gradients {
+            info["gradients"] = g;
+        }
+        let doc = json!({
+            "schema": METADATA_SCHEMA, "version": 1, "model_name": "M", "info": info,
+            "capture": {
+                "strings": [""], "records": [[0, 0, 0, 0, 0, 0, [], [], 0]], "meta_ids": [0],
+                "metas": [[[2], "float32", ""]], "module_stacks": [[]], "module_exits": [],
+                "module_passes": [], "outputs": [[0, 0, 0]], "modules": [], "params": [],
+            },
+            "activations": [[0, 1], [1, 1]],
+        });
+        serde_json::to_vec(&doc).unwrap()
+    }
+
+    fn error_of(gradients: Value) -> String {
+        parse_metadata(&metadata(Some(gradients)), &manifest())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn gradients_absent_null_or_valid_parse() {
+        let m = manifest();
+        assert!(parse_metadata(&metadata(None), &m).is_ok());
+        assert!(parse_metadata(&metadata(Some(Value::Null)), &m).is_ok());
+        let g = json!({
+            "save_gradients": true, "gradients_to_save": "all", "has_gradients": true,
+            "order": [1, 0], "selected": null, "gradient": [[0, 2], [1, 2]], "transformed_gradient": [[0, 3]],
+        });
+        let meta = parse_metadata(&metadata(Some(g.clone())), &m).unwrap();
+        assert_eq!(meta.info["gradients"], g); // kept for the Python side as written
+        assert!(parse_metadata(&metadata(Some(json!({"selected": [0, 1]}))), &m).is_ok());
+    }
+
+    #[test]
+    fn gradient_pairs_must_name_a_blob_of_their_kind() {
+        let e = error_of(json!({"gradient": [[0, 1]]}));
+        assert!(e.contains("gradient entry [0, 1] refers to no gradient blob"), "{e}");
+        let e = error_of(json!({"transformed_gradient": [[0, 2]]}));
+        assert!(
+            e.contains("transformed_gradient entry [0, 2] refers to no transformed_gradient blob"),
+            "{e}"
+        );
+        let e = error_of(json!({"gradient": [[0, 9]]}));
+        assert!(e.contains("refers to no gradient blob"), "{e}");
+    }
+
+    #[test]
+    fn gradient_nodes_must_exist() {
+        let e = error_of(json!({"gradient": [[2, 2]]}));
+        assert!(e.contains("gradient entry [2, 2] names no node"), "{e}");
+        let e = error_of(json!({"order": [0, 5]}));
+        assert!(e.contains("node 5 out of range"), "{e}");
+        let e = error_of(json!({"selected": [7]}));
+        assert!(e.contains("node 7 out of range"), "{e}");
+    }
+
+    #[test]
+    fn gradients_of_the_wrong_shape_are_schema_errors() {
+        for g in [
+            json!("all"),
+            json!({"gradient": [[0]]}),
+            json!({"gradient": [[0, -1]]}),
+            json!({"order": "x"}),
+        ] {
+            let e = error_of(g.clone());
+            assert!(e.contains("invalid bundle metadata: info.gradients"), "{g}: {e}");
+        }
+    }
 }
