@@ -164,3 +164,27 @@ def test_fastlog_train_mode_conflicts() -> None:
     # an integer activation cannot keep a graph: recorded without it, the float ones keep theirs
     rec = tl.fastlog.record(model, x, keep_op=lambda c: c.layer_type in ("relu", "gelu"), train_mode=True)
     assert all(r.ram_payload.grad_fn is not None for r in rec)
+
+
+def test_fastlog_train_mode_guard_rails() -> None:
+    model = Blocks()
+    x = torch.randn(2, 6)
+    with torch.inference_mode(), pytest.raises(tl.TrainingModeConfigError, match="inference mode is active"):
+        tl.fastlog.record(model, x, keep_op=lambda c: True, train_mode=True)
+    with pytest.raises(tl.TrainingModeConfigError, match="disconnected from the autograd graph"):
+        tl.fastlog.record(
+            model,
+            x,
+            keep_op=lambda c: c.layer_type == "gelu",
+            train_mode=True,
+            activation_postfunc=lambda t: t.detach(),
+        )
+    with pytest.raises(tl.TrainingModeConfigError, match="non-grad dtype torch.int64"):
+        tl.fastlog.record(
+            model, x, keep_op=lambda c: c.layer_type == "gelu", train_mode=True, activation_postfunc=lambda t: t.long()
+        )
+    rec = tl.fastlog.record(
+        model, x, keep_op=lambda c: c.layer_type == "gelu", train_mode=True, activation_postfunc=lambda t: t * 2
+    )
+    assert rec[0].transformed_ram_payload.grad_fn is not None
+    assert "forward" not in model.__dict__

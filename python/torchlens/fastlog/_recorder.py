@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .._capture import hot, run, wrap
+from .._capture.postfunc import check_train_output
 from .._options import MISSING, StreamingOptions
 from ..log.build import metadata_log
 from . import _storage
@@ -83,6 +84,11 @@ def _check_options(o: RecordingOptions) -> RecordingOptions:
     disk_only = o.streaming is not None and o.streaming.bundle_path is not None and not o.streaming.retain_in_memory
     dop, dmod = o.default_op, o.default_module
     if o.train_mode:
+        if torch.is_inference_mode_enabled():
+            raise TrainingModeConfigError(
+                "train_mode=True cannot run while PyTorch inference mode is active; inference tensors cannot "
+                "retain autograd history"
+            )
         for name, v in (("default_op", dop), ("default_module", dmod)):
             if v is True or (isinstance(v, CaptureSpec) and not v.keep_grad):
                 raise TrainingModeConfigError(
@@ -450,6 +456,8 @@ class Recorder:
             transformed = None
             if o.activation_postfunc is not None:
                 transformed = o.activation_postfunc(copy)
+                if spec.keep_grad:  # spec §8.6: a keep-grad capture must stay differentiable
+                    check_train_output(transformed, copy, ctx.label)
             keep_raw = o.save_raw_activation or transformed is None
             if self.retain:
                 ram = copy if keep_raw else None
