@@ -12,6 +12,7 @@ import gc
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -446,7 +447,13 @@ def test_stream_non_tensor_postfunc_output_listed_unsupported(tmp_path: Path) ->
 def test_failed_gradient_write_aborts_the_stream(tmp_path: Path) -> None:
     model, x = mlp(), mlp_input()
     log = tl.log_forward_pass(model, x, save_gradients_to=tmp_path / "a")
-    shutil.rmtree(_tmp_dirs(tmp_path / "a")[0])  # the writer threads cannot write there any more
+    tmp = _tmp_dirs(tmp_path / "a")[0]
+    for _ in range(100):  # the writer threads may still be adding the journal while it is removed
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not tmp.exists():
+            break
+        time.sleep(0.01)
+    assert not tmp.exists()  # the writer threads cannot write there any more
     out = log[log.output_layers[0]].activation
     # The write fails on a writer thread: the error comes with a later gradient of the backward,
     # or at the latest from the commit.
