@@ -241,6 +241,7 @@ class CaptureData:
     site_ids: Any = None
     sites: list[tuple] = field(default_factory=lambda: [()])
     stack_sites: list[int] = field(default_factory=list)
+    stack_lasti: list[int] = field(default_factory=list)  # per stack entry: the call's instruction offset
     stack_parent: list[int] = field(default_factory=list)
     toks: list[tuple] = field(default_factory=list)  # (positional, kwargs) per node: see split_tokens
     func_times: Any = None
@@ -256,6 +257,8 @@ class CaptureData:
     autocast_states: list[tuple] | None = None
     autocast_ids: dict[int, int] = field(default_factory=dict)
     grad_fn_ids: dict[int, int] = field(default_factory=dict)  # record -> id(grad_fn) (live logs only)
+    # (record, value, code, instruction offset, line) per `Tensor.__bool__` on a 0-d bool (conditionals).
+    bool_events: list[tuple] = field(default_factory=list)
 
     def core_inputs(self) -> tuple:
         return (

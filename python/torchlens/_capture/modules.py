@@ -37,7 +37,9 @@ def _caller_site(session: Session) -> int:
         if c is None:
             c = _classify(co)
     if c:
+        session.stack_lasti.append(-1)
         return 0
+    session.stack_lasti.append(f.f_lasti)  # the call's column, for arms sharing a line (ternaries)
     ln = f.f_lineno
     key = (id(co), ln)
     index = session._site_index

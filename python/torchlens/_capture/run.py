@@ -280,6 +280,7 @@ def from_capture(cap: Capture) -> CaptureData:
         site_ids=s.site_ids,
         sites=s.sites,
         stack_sites=s.stack_sites,
+        stack_lasti=s.stack_lasti,
         stack_parent=s.stack_parent,
         toks=s.toks,
         func_times=s.op_times,
@@ -290,6 +291,7 @@ def from_capture(cap: Capture) -> CaptureData:
         autocast_states=s.opstate.states,
         autocast_ids=s.opstate.ids,
         grad_fn_ids=s.opstate.grad_fn_ids,
+        bool_events=s.bool_events,
     )
 
 

@@ -10,6 +10,7 @@ from array import array
 from types import MethodType
 from typing import Any
 
+import torch
 from torch import Tensor
 from torch.nn import Parameter
 
@@ -55,6 +56,7 @@ _type = type
 _len = len
 _hash = hash
 _getframe = sys._getframe
+_BOOL = torch.bool
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Call-stack frames: id(code object) -> 0 keep, 1 skip (torchlens internals), 2 stop (a module call
 # boundary). Keyed by id because hashing a code object is slow; `_code_keep` pins the ids.
@@ -119,6 +121,7 @@ class Session:
         self.sites: list[tuple] = [()]
         self._site_index: dict[tuple, int] = {(): 0}
         self.stack_sites: list[int] = [0]
+        self.stack_lasti: list[int] = [-1]  # per stack entry: instruction of the module call (-1: none)
         self.stack_parent: list[int] = [0]
         self.toks: list[tuple] = []
         self.op_times = array("d")
@@ -168,6 +171,7 @@ class Session:
         self.tagged: list[Any] = []
         self.outputs: list[tuple[int, int, int]] = []
         self.output_tensors: list[Tensor] = []
+        self.bool_events: list[tuple] = []  # see `note_bool`
         # Streaming (`_io.StreamSink`): called with each saved tensor; its `keep` says whether the
         # tensor also stays in `saved`.
         self.sink: Any = None
@@ -396,6 +400,14 @@ class Session:
                 UserWarning,
                 stacklevel=4,
             )
+
+    def note_bool(self, t: Tensor, value: bool) -> None:
+        """`Tensor.__bool__` on a logged 0-d bool tensor: (node, value, caller code, instruction, line)."""
+        tg = _getattr(t, TAG, None)
+        if tg is None or tg < 0 or t.dtype is not _BOOL or t.ndim != 0:
+            return
+        f = _getframe(2)  # 0 note_bool, 1 the __bool__ hook, 2 the code that consumed the bool
+        self.bool_events.append((tg, bool(value), f.f_code, f.f_lasti, f.f_lineno))
 
     # ------------------------------------------------------------------ sources
     def log_input(self, t: Tensor, role: str) -> None:

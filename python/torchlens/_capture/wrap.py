@@ -223,6 +223,7 @@ def wrap_torch() -> None:
     finally:
         _restore_sq_item()
     _install_module_call()
+    _install_bool_hook()
     _install_registration_hooks()
     _install_transform_guards()
     _installed = True
@@ -236,6 +237,7 @@ def unwrap_torch() -> None:
     if not _installed:
         return
     _remove_module_call()
+    _remove_bool_hook()
     _unwrap_torchvision_ops()
     _remove_registration_hooks()
     _remove_transform_guards()
@@ -358,6 +360,40 @@ def _remove_module_call() -> None:
     if _module_call_original is not None:
         torch.nn.Module.__call__ = _module_call_original  # type: ignore[method-assign]
         _module_call_original = None
+
+
+_bool_original: tuple[Any, bool] | None = None
+
+
+def _install_bool_hook() -> None:
+    """Note each `Tensor.__bool__` during a session: a 0-d bool tensor consumed by Python control flow
+    (`if`, `while`, `assert`, `bool()`) is what conditional attribution starts from (spec §7.5)."""
+    global _bool_original
+    if _bool_original is not None:
+        return
+    orig = torch.Tensor.__bool__
+    _bool_original = (orig, "__bool__" in torch.Tensor.__dict__)
+
+    def __bool__(self: torch.Tensor) -> bool:
+        v = orig(self)
+        s = hot._session
+        if s is not None:
+            s.note_bool(self, v)
+        return v
+
+    torch.Tensor.__bool__ = __bool__  # type: ignore[method-assign]
+
+
+def _remove_bool_hook() -> None:
+    global _bool_original
+    if _bool_original is None:
+        return
+    orig, had_own = _bool_original
+    if had_own:
+        torch.Tensor.__bool__ = orig  # type: ignore[method-assign]
+    else:
+        del torch.Tensor.__bool__
+    _bool_original = None
 
 
 def _bump_epoch(*_: Any) -> None:

@@ -169,6 +169,9 @@ class FastSession:
         # `check_versions()` reports writes that bypassed the wrappers.
         self.by_root: dict[int, list[tuple[Any, int]]] = {}
 
+    def note_bool(self, t: Tensor, value: bool) -> None:
+        """`Tensor.__bool__` during a recording: fastlog attributes no conditionals."""
+
     # ------------------------------------------------------------------ setup
     def register_buffers(self) -> None:
         for container, key, address in self.plan.tensor_slots:

@@ -110,8 +110,9 @@ class FuncCallLocation:
         return "\n".join(lines)
 
 
-def call_stack(log: ModelLog, pos: int) -> list[FuncCallLocation]:
-    """Frames outer→inner: module call sites, the op's own frames, then the user's call (spec §3.5)."""
+def raw_frames(log: ModelLog, pos: int, lasti: bool = False) -> list[tuple]:
+    """`(code, line)` frames outer→inner: the calls of the enclosing module passes, then the op's own.
+    With `lasti`, `(code, line, instruction offset or -1)`: module calls know their instruction."""
     d = log._data
     if d.site_ids is None or log._is_output(pos):
         return []
@@ -125,9 +126,24 @@ def call_stack(log: ModelLog, pos: int) -> list[FuncCallLocation]:
         sid = parent[sid]
     for s in reversed(stacks):
         if s < len(d.stack_sites):
-            frames.extend(reversed(d.sites[d.stack_sites[s]]))
+            site = d.sites[d.stack_sites[s]]
+            if lasti:
+                at = d.stack_lasti[s] if s < len(d.stack_lasti) else -1
+                frames.extend((co, ln, at if len(site) == 1 else -1) for co, ln in reversed(site))
+            else:
+                frames.extend(reversed(site))
     if nid < len(d.site_ids):
-        frames.extend(reversed(d.sites[d.site_ids[nid]]))
+        site = d.sites[d.site_ids[nid]]
+        frames.extend((co, ln, -1) for co, ln in reversed(site)) if lasti else frames.extend(reversed(site))
+    return frames
+
+
+def call_stack(log: ModelLog, pos: int) -> list[FuncCallLocation]:
+    """Frames outer→inner: module call sites, the op's own frames, then the user's call (spec §3.5)."""
+    d = log._data
+    if d.site_ids is None or log._is_output(pos):
+        return []
+    frames = raw_frames(log, pos)
     if d.caller_site is not None:
         frames.append(d.caller_site)
     n = getattr(log, "num_context_lines", 7)

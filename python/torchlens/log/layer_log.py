@@ -157,9 +157,11 @@ class LayerLog:
     def leaf_module_passes(self) -> list[str]:
         return [e.leaf_module_pass for e in self._passes_list() if e.leaf_module_pass]
 
+    # conditionals (log/conditionals.py), aggregated as 2.15 does ---------------------------
     @property
     def in_cond_branch(self) -> bool:
-        return any(e.in_cond_branch for e in self._passes_list())
+        """Whether some pass ran inside an `if` arm (2.15's aggregate: a non-empty branch stack)."""
+        return any(e.conditional_branch_stack for e in self._passes_list())
 
     @property
     def conditional_branch_stacks(self) -> list[list]:
@@ -167,6 +169,49 @@ class LayerLog:
         for e in self._passes_list():
             if e.conditional_branch_stack not in out:
                 out.append(e.conditional_branch_stack)
+        return out
+
+    @property
+    def conditional_branch_stack_passes(self) -> dict[tuple, list[int]]:
+        """{branch stack (as a tuple): the pass numbers that ran under it}."""
+        out: dict[tuple, list[int]] = {}
+        for e in self._passes_list():
+            out.setdefault(tuple(tuple(x) for x in e.conditional_branch_stack), []).append(e.pass_num)
+        return out
+
+    @property
+    def is_terminal_bool_layer(self) -> bool:
+        return any(e.is_terminal_bool_layer for e in self._passes_list())
+
+    @property
+    def cond_branch_start_children(self) -> list[str]:
+        return self._union("cond_branch_start_children")
+
+    @property
+    def cond_branch_then_children(self) -> list[str]:
+        return self._union("cond_branch_then_children")
+
+    @property
+    def cond_branch_else_children(self) -> list[str]:
+        return self._union("cond_branch_else_children")
+
+    @property
+    def cond_branch_elif_children(self) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for e in self._passes_list():
+            for k, labels in e.cond_branch_elif_children.items():
+                got = out.setdefault(k, [])
+                got.extend(lab for lab in map(_no_pass, labels) if lab not in got)
+        return out
+
+    @property
+    def cond_branch_children_by_cond(self) -> dict[int, dict[str, list[str]]]:
+        out: dict[int, dict[str, list[str]]] = {}
+        for e in self._passes_list():
+            for cid, arms in e.cond_branch_children_by_cond.items():
+                for arm, labels in arms.items():
+                    got = out.setdefault(cid, {}).setdefault(arm, [])
+                    got.extend(lab for lab in map(_no_pass, labels) if lab not in got)
         return out
 
     @property

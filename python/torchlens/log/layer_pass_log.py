@@ -16,7 +16,7 @@ import torch
 
 from .._data import is_inplace_name
 from .._format import human_readable_size, tensor_preview
-from . import backward, func_call, gradients, relations
+from . import backward, conditionals, func_call, gradients, relations
 from .export import BUFFER_LOG_FIELD_ORDER, LAYER_PASS_LOG_FIELD_ORDER, MODEL_EXPORT_COLUMNS
 from .params import param_users
 
@@ -392,20 +392,26 @@ class LayerPassLog:
     def max_distance_from_output(self) -> int | None:
         return relations.distance(self._log, self._pos, from_input=False, shortest=False)
 
-    # conditionals (not attributed in this release) ----------------------------------
-    is_terminal_bool_layer = False
-    bool_is_branch = False
-    bool_context_kind: str | None = None
-    bool_wrapper_kind: str | None = None
-    bool_conditional_id: int | None = None
-    in_cond_branch = False
-    conditional_branch_depth = 0
-    conditional_branch_stack: _Empty[list] = _Empty(list)
-    cond_branch_start_children: _Empty[list] = _Empty(list)
-    cond_branch_then_children: _Empty[list] = _Empty(list)
-    cond_branch_elif_children: _Empty[dict] = _Empty(dict)
-    cond_branch_else_children: _Empty[list] = _Empty(list)
-    cond_branch_children_by_cond: _Empty[dict] = _Empty(dict)
+    # conditionals (see log/conditionals.py) ------------------------------------------
+    is_terminal_bool_layer: _Field[bool] = _Field(lambda e: conditionals.bool_info(e._log, e._pos) is not None)
+    bool_is_branch: _Field[bool] = _Field(lambda e: bool((b := conditionals.bool_info(e._log, e._pos)) and b.is_branch))
+    bool_context_kind: _Field[str | None] = _Field(
+        lambda e: None if (b := conditionals.bool_info(e._log, e._pos)) is None else b.context_kind
+    )
+    bool_wrapper_kind: _Field[str | None] = _Field(
+        lambda e: None if (b := conditionals.bool_info(e._log, e._pos)) is None else b.wrapper_kind
+    )
+    bool_conditional_id: _Field[int | None] = _Field(
+        lambda e: None if (b := conditionals.bool_info(e._log, e._pos)) is None else b.conditional_id
+    )
+    in_cond_branch: _Field[bool] = _Field(lambda e: e._pos in conditionals.table(e._log).in_branch)
+    conditional_branch_stack: _Field[list] = _Field(lambda e: conditionals.stack(e._log, e._pos))
+    conditional_branch_depth: _Field[int] = _Field(lambda e: len(conditionals.stack(e._log, e._pos)))
+    cond_branch_start_children: _Field[list] = _Field(lambda e: conditionals.start_children(e._log, e._pos))
+    cond_branch_then_children: _Field[list] = _Field(lambda e: conditionals.children_of_arm(e._log, e._pos, "then"))
+    cond_branch_elif_children: _Field[dict] = _Field(lambda e: conditionals.elif_children(e._log, e._pos))
+    cond_branch_else_children: _Field[list] = _Field(lambda e: conditionals.children_of_arm(e._log, e._pos, "else"))
+    cond_branch_children_by_cond: _Field[dict] = _Field(lambda e: conditionals.arm_children(e._log, e._pos))
 
     is_scalar_bool: _Field[bool] = _Field(lambda e: e.tensor_dtype == torch.bool and e.tensor_shape == ())
 

@@ -24,6 +24,7 @@ import torch
 from .._data import GeneratorSnapshot, ParentRef
 from .._errors import TorchLensIOError
 from .._native import core as _core
+from . import conditionals
 
 if TYPE_CHECKING:
     from .._data import CaptureData
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 # Version of the pickled state (the bundle format version, spec §2.6).
 PICKLE_FORMAT_VERSION = 1
 # Caches of derived tables that a pickle keeps: the user's scratch dicts (`extra_data`).
-_KEPT_CACHES = ("extra", "extra_rolled")
+# Derived tables a pickled log keeps: they need what does not pickle (code objects, live tensors).
+_KEPT_CACHES = ("extra", "extra_rolled", "cond")
 # Attributes rebuilt on load rather than pickled.
 _REBUILT = frozenset({"_fin", "_cols", "_entries", "_layer_logs", "_records", "_node_ids", "_n_records", "_n_pos"})
 _PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size, slice)
@@ -137,6 +139,7 @@ def log_state(log: ModelLog) -> dict[str, Any]:
     state["activation_postfunc"] = _picklable_or_none(log.activation_postfunc)
     state["gradient_postfunc"] = _picklable_or_none(getattr(log, "gradient_postfunc", None))
     state["_activation_callback"] = _picklable_or_none(log._activation_callback)
+    conditionals.table(log)  # located in the source now: the copy has no code objects to do it with
     state["_caches"] = {k: log._cols[k] for k in _KEPT_CACHES if k in log._cols}
     state["_pickle_format_version"] = PICKLE_FORMAT_VERSION
     return state
@@ -189,6 +192,7 @@ def _portable_data(data: CaptureData, memo: dict[int, Any]) -> CaptureData:
         },
         func_args={nid: _map_values(cap, _portable_leaf, memo) for nid, cap in data.func_args.items()},
         grad_fn_ids={},  # ids of grad_fns of this process: meaningless in another one
+        bool_events=[],  # already turned into the kept "cond" table
     )
 
 

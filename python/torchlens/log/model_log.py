@@ -18,6 +18,7 @@ from . import export, func_call, gradients, lifecycle
 from .accessors import BufferAccessor, LayerAccessor, ModuleAccessor, ParamAccessor
 from .backward import BackwardMethods
 from .columns import RecordView
+from .conditionals import ConditionalMethods
 from .facade import FacadeMethods
 from .gradients import GradientStore
 from .layer_log import LayerLog
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from .._data import CaptureData
 
 
-class ModelLog(RecordView, FacadeMethods, BackwardMethods):
+class ModelLog(RecordView, FacadeMethods, BackwardMethods, ConditionalMethods):
     """Log of one forward pass: every tensor computed, its metadata and (optionally) its value."""
 
     def __init__(
@@ -196,10 +197,6 @@ class ModelLog(RecordView, FacadeMethods, BackwardMethods):
     @property
     def is_branching(self) -> bool:
         return any(len(c) > 1 for c in self._col("children"))
-
-    @property
-    def has_conditional_branching(self) -> bool:
-        return False
 
     @property
     def total_params(self) -> int:

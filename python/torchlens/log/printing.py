@@ -28,7 +28,11 @@ def model_log_text(log: ModelLog) -> str:
         else "\t\t- purely feedforward, no recurrence"
     )
     s.append("\t\t- with branching" if log.is_branching else "\t\t- no branching")
-    s.append("\t\t- no conditional (if-then) branching")
+    s.append(
+        "\t\t- with conditional (if-then) branching"
+        if log.has_conditional_branching
+        else "\t\t- no conditional (if-then) branching"
+    )
     if log.buffer_layers:
         s.append(f"\t\t- contains {len(log.buffer_layers)} buffer layers")
     s.append(f"\t\t- {len(log._module_num_passes())} total modules")

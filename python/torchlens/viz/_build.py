@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..log import conditionals
 from ..log.params import used_params
 from ._caption import caption, header_lines, module_params_row
 from ._dot import (
@@ -60,6 +61,7 @@ class _View:
     boundary: set[int] = field(default_factory=set)  # focus only: outside entries feeding the module
     from_input: list[bool] = field(default_factory=list)
     grads: list[bool] = field(default_factory=list)  # unrolled: the entry holds a gradient
+    cond_labels: dict[tuple[str, str], str] = field(default_factory=dict)  # IF / THEN / ELIF k / ELSE
     rep: list[str] = field(default_factory=list)  # name of the node that stands for each position
     cluster_of: list[tuple[str, ...]] = field(default_factory=list)
     collapsed: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -96,6 +98,7 @@ def build_dot(
     depth = _effective_depth(v, max_module_depth) if v.hooks.collapse_fn is None else 0
     v.from_input = _reaches_from_input(v.entries, v.parents)
     v.grads = [False] * v.n if v.rolled or not log.has_gradients else [bool(e.has_gradient) for e in v.entries]
+    v.cond_labels = cond_edge_labels(log, v.rolled)
     _place(v, depth)
     g = Graph()
     _add_layer_nodes(g, v)
@@ -450,6 +453,12 @@ def _add_edges(g: Graph, v: _View) -> dict[tuple[str, str], tuple[set[int], set[
             tail.add(v.pass_nums[par])
             head.add(v.pass_nums[c])
             attrs = _edge_attrs(v.from_input[par])
+            ep, ec = v.entries[par], v.entries[c]
+            cond = v.cond_labels.get(
+                (ep.layer_label_no_pass, ec.layer_label_no_pass) if v.rolled else (ep.layer_label, ec.layer_label)
+            )
+            if cond is not None:
+                attrs["label"] = f'<<FONT POINT-SIZE="18"><b><u>{cond}</u></b></FONT>>'
             if v.hooks.edge_overrides:
                 attrs.update(v.hooks.edge_attrs(v.log, v.entries[par], v.entries[c]))
             g.edges[(a, b)] = attrs
@@ -460,6 +469,40 @@ def _add_edges(g: Graph, v: _View) -> dict[tuple[str, str], tuple[set[int], set[
                     gattrs.update(v.hooks.edge_attrs(v.log, v.entries[par], v.entries[c], gradient=True))
                 g.edges[(b, a)] = gattrs
     return edge_passes
+
+
+def cond_edge_labels(log: ModelLog, rolled: bool) -> dict[tuple[str, str], str]:
+    """Spec §12.3: `IF` on the edges entering a condition's computation, `THEN` / `ELIF k` / `ELSE`
+    on the edges entering an arm (keyed by the drawn entries' labels)."""
+    t = conditionals.table(log)
+    if not t.branch_edges and not t.arm_list:
+        return {}
+    labels = log._col("labels_no_pass" if rolled else "labels")
+    passes = log._col("pass_nums")
+    # (parent, child) -> (event, arm word) -> the child passes entering that arm over this edge
+    arms: dict[tuple[str, str], dict[tuple[int, str], list[int]]] = {}
+    for e, arm, p, c in t.arm_list:
+        text = "THEN" if arm == "then" else "ELSE" if arm == "else" else f"ELIF {arm[5:]}"
+        got = arms.setdefault((labels[p], labels[c]), {}).setdefault((e, text), [])
+        if passes[c] not in got:
+            got.append(passes[c])
+    lines = {ev.id: ev.if_stmt_span[0] for ev in t.events}
+    out = {key: _arm_label(groups, lines) for key, groups in arms.items()}
+    for p, c in t.branch_edges:
+        out.setdefault((labels[p], labels[c]), "IF")  # an arm label wins over IF
+    return out
+
+
+def _arm_label(groups: dict[tuple[int, str], list[int]], lines: dict[int, int]) -> str:
+    """2.15's words: `THEN`; one conditional's arms on different passes of a rolled edge,
+    `THEN(2,4) / ELSE(1,3)`; arms of several conditionals, `ELIF 1@L62 · ELSE@L65`."""
+    if len(groups) == 1:
+        return next(iter(groups))[1]
+    if len({e for e, _ in groups}) == 1:
+        rank = {"THEN": 0, "ELSE": 10**6}
+        order = sorted(groups, key=lambda g: rank.get(g[1], int(g[1][5:]) if g[1][5:].isdigit() else 1))
+        return " / ".join(f"{text}({','.join(map(str, groups[(e, text)]))})" for e, text in order)
+    return " · ".join(f"{text}@L{lines[e]}" for e, text in groups)
 
 
 def _drawn_parents(v: _View, c: int) -> list[int]:
