@@ -81,6 +81,10 @@ def bench_one(name: str, runs: int, impl: str) -> dict[str, Any]:
         res["all_saved_s"] = _median_time(full, runs, warmup=0)
         res["rss_all_saved_mb"] = _maxrss_mb()
         if impl == "ours":
+            # The conditional attribution runs on first use; this reads it (nothing to do without bools).
+            res["conditional_events"] = len(meta().conditional_events)
+            res["metadata_cond_s"] = _median_time(lambda: meta().has_conditional_branching, runs, warmup=0)
+
             # fastlog with a predicate keeping the ReLU outputs (design budget: <= 1.15x on resnet50)
             def keep_relu(ctx: Any) -> bool:
                 return ctx.layer_type == "relu"
@@ -100,13 +104,16 @@ def bench_one(name: str, runs: int, impl: str) -> dict[str, Any]:
         res[f"{key}_us_per_op"] = (res[f"{key}_s"] - plain) / max(res["ops"], 1) * 1e6
     if "fastlog_s" in res:
         res["fastlog_ratio"] = res["fastlog_s"] / res["fastlog_plain_ref_s"]
+    if "metadata_cond_s" in res:
+        res["metadata_cond_ratio"] = res["metadata_cond_s"] / plain
     return res
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| model | impl | ops | plain (ms) | metadata (ms) | ratio | us/op | all saved (ms) | ratio | us/op "
-        "| peak RSS (MB) | fastlog (ms) | ratio |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| peak RSS (MB) | fastlog (ms) | ratio | metadata + conditionals | ratio |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -118,6 +125,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['metadata_ratio']:.2f}x | {r['metadata_us_per_op']:.1f} | {r['all_saved_s'] * 1e3:.1f} "
             f"| {r['all_saved_ratio']:.2f}x | {r['all_saved_us_per_op']:.1f} | {r['rss_all_saved_mb']:.0f} |"
             + (f" {r['fastlog_s'] * 1e3:.1f} | {r['fastlog_ratio']:.2f}x |" if "fastlog_s" in r else " | |")
+            + (
+                f" {r['metadata_cond_s'] * 1e3:.1f} ({r['conditional_events']} events) | {r['metadata_cond_ratio']:.2f}x |"
+                if "metadata_cond_s" in r
+                else " | |"
+            )
         )
     return head + "\n".join(lines) + "\n"
 

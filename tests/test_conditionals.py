@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 import torch
 from cond_dump import PASS_FIELDS, dot_arm_labels, dump, log_case, render_dot
+
+import torchlens as tl
 
 from models.conditionals import CASES, NestedInLoop
 
@@ -254,3 +257,56 @@ def test_no_bool_consumption_logs_nothing_conditional(name: str) -> None:
             assert getattr(entry, field) == default, (entry.layer_label, field)
     assert "\t\t- no conditional (if-then) branching" in str(log).splitlines()
     assert _dot_labels(log, "unrolled") == {} and _dot_labels(log, "rolled") == {}
+
+
+# --------------------------------------------------------------------------- invariants, sources
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_metadata_invariants_hold(name: str) -> None:
+    log, _, _ = log_case(name)
+    assert tl.check_metadata_invariants(log)
+
+
+def test_a_broken_arm_stack_breaks_family_f() -> None:
+    log, _, _ = log_case("if_else_then")
+    assert log.has_conditional_branching and tl.check_metadata_invariants(log)
+    table = log._cols["cond"]  # the attribution, computed above
+    pos = next(iter(table.stacks))
+    table.stacks[pos] = [(7, "then")]  # a conditional that does not exist
+    with pytest.raises(tl.MetadataInvariantError, match=r"\[F\]"):
+        tl.check_metadata_invariants(log)
+
+
+def test_source_unavailable_turns_attribution_off() -> None:
+    source = "class M(nn.Module):\n    def forward(self, x):\n        if x.sum() > 0:\n            return x * 2\n        return x\n"
+    namespace: dict[str, Any] = {"nn": torch.nn}
+    exec(compile(source, "<generated>", "exec"), namespace)  # no file behind the code: no AST index
+    log = tl.log_forward_pass(namespace["M"](), torch.ones(3))
+    assert log.layer_labels == ["input_1", "sum_1_1", "gt_1_2", "mul_1_3", "output_1"]
+    assert not log.has_conditional_branching and log.conditional_events == []
+    assert log["gt_1_2"].is_terminal_bool_layer and log["gt_1_2"].bool_context_kind is None
+    assert "no conditional (if-then) branching" in str(log)
+
+
+def test_pickled_log_keeps_its_conditionals() -> None:
+    log, _, _ = log_case("nested_in_loop")
+    copy = pickle.loads(pickle.dumps(log))
+    assert dump(copy) == dump(log)
+
+
+def test_bundle_keeps_its_conditionals(tmp_path: Path) -> None:
+    log, _, _ = log_case("nested_in_loop")
+    tl.save(log, tmp_path / "b")
+    loaded = tl.load(tmp_path / "b")
+    assert dump(loaded) == dump(log)
+    assert tl.check_metadata_invariants(loaded)
+
+
+def test_save_new_activations_attributes_the_new_pass() -> None:
+    model = CASES["recurrent_arms"][0]()
+    args, kwargs = CASES["recurrent_arms"][1]()
+    log = tl.log_forward_pass(model, args, kwargs)
+    before = dump(log)
+    log.save_new_activations(model, args, kwargs)
+    assert dump(log) == before

@@ -278,7 +278,8 @@ def save_new_activations(
     if train_mode is not None:
         log.train_mode = bool(train_mode)
     log._layer_logs = None
-    for key in ("extra", "extra_rolled", "rel.versions"):
+    log._data.bool_events = cap.session.bool_events  # the new pass may take other arms
+    for key in ("extra", "extra_rolled", "rel.versions", "cond"):
         log._cols.pop(key, None)
 
 

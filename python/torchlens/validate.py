@@ -23,7 +23,7 @@ from ._capture.modules import model_device
 from ._capture.run import _clone_inputs, seed_everything, walk_outputs
 from ._data import F_FUNC, F_OUT_INDEX, KIND_OP, ParentRef, map_captured, returns_none_self
 from ._errors import MetadataInvariantError
-from .log import modules, params, relations
+from .log import conditionals, modules, params, relations
 
 if TYPE_CHECKING:
     from .log.model_log import ModelLog
@@ -404,7 +404,7 @@ def _fail(family: str, msg: str) -> None:
 
 
 def check_metadata_invariants(model_log: Any) -> bool:
-    """Families A-E, G-R of spec §11.3 (F, conditionals, is not attributed yet); raises MetadataInvariantError."""
+    """The families of spec §11.3; raises MetadataInvariantError naming the first broken one."""
     log = model_log
     n = len(log)
     labels = log._col("labels")
@@ -442,6 +442,9 @@ def check_metadata_invariants(model_log: Any) -> bool:
         for p in lay._positions:
             if log._col("labels_no_pass")[p] != lab or log._col("num_passes")[p] != len(nums):
                 _fail("G", f"pass {labels[p]} disagrees with its LayerLog {lab}")
+    # F: conditionals (events, bools, arm stacks and edges agree).
+    for msg in conditionals.invariant_failures(log):
+        _fail("F", msg)
     # H: module containment.
     for lab, ps in modules.pass_positions(log).items():
         for p in ps:

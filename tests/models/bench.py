@@ -56,6 +56,25 @@ class ModuleChain(nn.Module):
         return x
 
 
+class GatedRecurrence(nn.Module):
+    """A 300-step loop whose `if` on a tensor picks one of two Linear layers at each step:
+    300 bool consumptions, each attributed to an arm (the conditional-heavy benchmark)."""
+
+    def __init__(self, steps: int = 300) -> None:
+        super().__init__()
+        self.up = nn.Linear(32, 32)
+        self.down = nn.Linear(32, 32)
+        self.steps = steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.steps):
+            if x.mean() > 0:
+                x = torch.tanh(self.down(x))
+            else:
+                x = torch.tanh(self.up(x)) + 0.1
+        return x
+
+
 def mlp(blocks: int) -> nn.Module:
     layers: list[nn.Module] = []
     for _ in range(blocks):
@@ -95,6 +114,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], list[Any]]]] = {
     "gpt2": (_gpt2, lambda: [torch.randint(0, 50257, (1, 128))]),
     "mlp_2000": (lambda: mlp(2000), lambda: [torch.rand(8, 64)]),
     "deep_recurrence": (DeepRecurrence, lambda: [torch.rand(8, 32)]),
+    "gated_recurrence": (GatedRecurrence, lambda: [torch.rand(8, 32)]),
 }
 
 QUICK = ["simple_recurrent", "alexnet", "mlp_2000", "deep_recurrence"]

@@ -15,6 +15,7 @@ import torch
 
 from .._errors import TorchLensIOError
 from .._native import core as _core
+from ..log import conditionals
 from ..log.model_log import ModelLog
 from ._grads import restore as restore_gradients
 from ._refs import LazyActivationRef, LazyTensorDict
@@ -75,6 +76,11 @@ def load(
         )
     data = capture_from_plain(meta["capture"], meta["extras"])
     log = build_log(meta["model_name"], data, meta["info"])
+    if meta["info"].get("conditionals"):
+        try:
+            conditionals.restore(log, meta["info"]["conditionals"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise TorchLensIOError(f"invalid bundle metadata: conditionals ({type(e).__name__}: {e})") from e
     if len(log) != manifest["n_layers"]:
         raise TorchLensIOError(
             f"invalid bundle: manifest says {manifest['n_layers']} layers, metadata gives {len(log)}"

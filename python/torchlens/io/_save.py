@@ -20,6 +20,7 @@ import torch
 from .._data import CaptureData
 from .._errors import TorchLensIOError
 from .._native import core as _core
+from ..log import conditionals
 from ..log.model_log import ModelLog
 from ._grads import GRAD_KINDS, gradient_info, gradient_sources
 from ._refs import LazyActivationRef, dtype_name, tensor_bytes, unsupported_reason
@@ -133,6 +134,7 @@ def info_of(log: ModelLog) -> dict[str, Any]:
         "detect_loops": log.detect_loops,
         # keep_unsaved_layers=False: the node ids the log still shows (None: all of them).
         "kept_nids": None if log._kept is None else [log._node_ids[p] for p in log._kept],
+        "conditionals": conditionals.to_json(log),  # located in the source here; it may not exist where loaded
     }
 
 

@@ -91,11 +91,15 @@ def _build(log: ModelLog) -> CondTable:
     labels = log._col("labels")
     chains: dict[tuple, cond_ast.Chain] = {}
     event_of: dict[tuple, ConditionalEvent] = {}
+    sites: dict[tuple[int, int], cond_ast.BoolSite | None] = {}  # a loop consumes at the same place
     for nid, _value, co, lasti, line in d.bool_events:
         pos = pon.get(nid)
         if pos is None or pos in out.bools:
             continue
-        site = None if _library(co.co_filename) else cond_ast.locate(co, lasti, line)
+        where = (id(co), lasti)
+        if where not in sites:
+            sites[where] = None if _library(co.co_filename) else cond_ast.locate(co, lasti, line)
+        site = sites[where]
         if site is None:
             out.bools[pos] = BoolInfo(None, None, None)
             continue
@@ -207,28 +211,42 @@ def _attribute(log: ModelLog, out: CondTable) -> None:
         if b.conditional_id is not None:
             own.setdefault(pos, set()).add(b.conditional_id)
     line_arms = {ev.id: _line_arms(ev) for ev in out.events}
+    site_ids = log._data.site_ids
+    # The arms of an op depend only on its frames, i.e. on (module stack, call site): a loop's
+    # repeated ops are looked up once.
+    memo: dict[tuple[int, int], list[tuple[int, str]]] = {}
     for pos in log._positions():
         if not log._is_op(pos):
             continue
-        stack: list[tuple[int, str]] = []
-        for co, line, at in raw_frames(log, pos, lasti=True):
-            evs = by_file.get(co.co_filename)
-            if not evs:
-                continue
-            # A module call knows its column (as 2.15 matches module calls); an op frame its line.
-            point = _point(co, at) if at >= 0 else None
-            for ev in evs:
-                if ev.id in own.get(pos, ()):
-                    continue
-                if point is not None:
-                    arms = [k for k, r in ev.branch_ranges.items() if (r[0], r[1]) <= point <= (r[2], r[3])]
-                else:
-                    arms = [k for k, first, last in line_arms[ev.id] if first <= line <= last]
-                for kind in arms:
-                    if (ev.id, kind) not in stack:
-                        stack.append((ev.id, kind))
+        nid = log._record_index(pos)
+        key = (log._stack_id(pos), site_ids[nid] if site_ids is not None and nid < len(site_ids) else -1)
+        stack = memo.get(key)
+        if stack is None:
+            stack = memo[key] = _arms_of(raw_frames(log, pos, lasti=True), by_file, line_arms)
+        mine = own.get(pos)
+        if mine:
+            stack = [x for x in stack if x[0] not in mine]
         if stack:
-            out.stacks[pos] = stack
+            out.stacks[pos] = list(stack)
+
+
+def _arms_of(frames: list[tuple], by_file: dict[str, list[ConditionalEvent]], line_arms: dict) -> list[tuple[int, str]]:
+    stack: list[tuple[int, str]] = []
+    for co, line, at in frames:
+        evs = by_file.get(co.co_filename)
+        if not evs:
+            continue
+        # A module call knows its column (as 2.15 matches module calls); an op frame its line.
+        point = _point(co, at) if at >= 0 else None
+        for ev in evs:
+            if point is not None:
+                arms = [k for k, r in ev.branch_ranges.items() if (r[0], r[1]) <= point <= (r[2], r[3])]
+            else:
+                arms = [k for k, first, last in line_arms[ev.id] if first <= line <= last]
+            for kind in arms:
+                if (ev.id, kind) not in stack:
+                    stack.append((ev.id, kind))
+    return stack
 
 
 def _reach(start: Iterable[int], step: Any) -> set[int]:
@@ -366,3 +384,84 @@ class ConditionalMethods:
             if passes[c] not in got:
                 got.append(passes[c])
         return out
+
+
+# ------------------------------------------------------------------ invariants (spec §11.3 family F)
+def invariant_failures(log: ModelLog) -> list[str]:
+    """What breaks the conditional invariants: events, bools, stacks and edges must agree."""
+    t = table(log)
+    labels = log._col("labels")
+    parents = log._col("parents")
+    events = {ev.id: ev for ev in t.events}
+    out: list[str] = []
+    for ev in t.events:
+        for lab in ev.bool_layers:
+            p = labels.index(lab) if lab in labels else None
+            b = None if p is None else t.bools.get(p)
+            if b is None or not b.is_branch or b.conditional_id != ev.id:
+                out.append(f"bool layer {lab} of conditional {ev.id} is not a branch bool of it")
+        if ev.parent_conditional_id is not None:
+            parent = events.get(ev.parent_conditional_id)
+            if parent is None or parent.nesting_depth >= ev.nesting_depth:
+                out.append(f"conditional {ev.id} has a parent that does not enclose it")
+    for p, st in t.stacks.items():
+        for cid, arm in st:
+            if cid not in events or arm not in events[cid].branch_ranges:
+                out.append(f"{labels[p]} sits in an arm ({cid}, {arm}) no conditional has")
+    for cid, arm, p, c in t.arm_list:
+        if p not in parents[c] or (cid, arm) not in t.stacks.get(c, ()) or (cid, arm) in t.stacks.get(p, ()):
+            out.append(f"arm edge {labels[p]} -> {labels[c]} does not enter ({cid}, {arm})")
+    for p, c in t.branch_edges:
+        if c not in t.in_branch or p in t.in_branch or c not in t.start_children.get(p, ()):
+            out.append(f"condition edge {labels[p]} -> {labels[c]} does not enter a condition")
+    for p in t.in_branch:
+        if p in t.bools:
+            out.append(f"{labels[p]} is both a branch bool and inside its condition")
+    return out
+
+
+# ------------------------------------------------------------------ bundles (node ids, JSON-safe)
+def to_json(log: ModelLog) -> dict[str, Any] | None:
+    """The attribution, keyed by node id, for a bundle's metadata (None when there is none)."""
+    t = table(log)
+    if not t.bools:
+        return None
+    nid = log._node_ids
+    return {
+        "events": [{**vars(ev), "branch_ranges": {k: list(v) for k, v in ev.branch_ranges.items()}} for ev in t.events],
+        "bools": [[nid[p], b.context_kind, b.wrapper_kind, b.conditional_id] for p, b in t.bools.items()],
+        "stacks": [[nid[p], [list(x) for x in st]] for p, st in t.stacks.items()],
+        "in_branch": sorted(nid[p] for p in t.in_branch),
+        "branch_edges": [[nid[p], nid[c]] for p, c in t.branch_edges],
+        "arm_list": [[e, arm, nid[p], nid[c]] for e, arm, p, c in t.arm_list],
+    }
+
+
+def restore(log: ModelLog, d: dict[str, Any]) -> None:
+    """Install the attribution a bundle stored (its source may not exist where it is loaded)."""
+    pon = log._pos_of_nid()
+    out = CondTable()
+    for ev in d["events"]:
+        spans = {k: tuple(v) for k, v in ev["branch_ranges"].items()}
+        tests = {k: tuple(v) for k, v in ev["branch_test_spans"].items()}
+        fields = {**ev, "branch_ranges": spans, "branch_test_spans": tests}
+        for key in ("function_span", "if_stmt_span", "test_span"):
+            fields[key] = tuple(ev[key])
+        out.events.append(ConditionalEvent(**fields))
+    for n, ctx, wrapper, cid in d["bools"]:
+        out.bools[pon[n]] = BoolInfo(ctx, wrapper, cid)
+    for n, st in d["stacks"]:
+        out.stacks[pon[n]] = [(int(e), str(arm)) for e, arm in st]
+    out.in_branch = {pon[n] for n in d["in_branch"]}
+    for pn, cn in d["branch_edges"]:
+        p, c = pon[pn], pon[cn]
+        out.branch_edges.append((p, c))
+        out.start_children.setdefault(p, []).append(c)
+    for e, arm, pn, cn in d["arm_list"]:
+        p, c = pon[pn], pon[cn]
+        out.arm_list.append((e, arm, p, c))
+        out.arm_edges.setdefault((e, arm), []).append((p, c))
+        kids = out.by_parent.setdefault(p, {}).setdefault(e, {}).setdefault(arm, [])
+        if c not in kids:
+            kids.append(c)
+    log._cols["cond"] = out
