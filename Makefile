@@ -15,6 +15,10 @@ deps:  ## install torch, test tools and graphviz (skips what is already there)
 		$(PIP) install -q torch torchvision transformers
 	@$(PYTHON) -c "import numpy, pytest, maturin, ruff, pandas, pyarrow, safetensors, tqdm, mypy" 2>/dev/null || \
 		$(PIP) install -q numpy pytest maturin ruff pandas pyarrow safetensors tqdm mypy
+	@$(PYTHON) -c "import nbclient, nbformat, ipykernel" 2>/dev/null || \
+		$(PIP) install -q nbclient nbformat ipykernel
+	@$(PYTHON) -c "from jupyter_client.kernelspec import KernelSpecManager as K; K().get_kernel_spec('python3')" 2>/dev/null || \
+		$(PYTHON) -m ipykernel install --user --name python3 >/dev/null
 	@command -v dot >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; }
 
 build-dev: deps  ## debug build of the extension, installed editable

@@ -463,5 +463,7 @@ def test_show_backward_graph_dot(tmp_path: Any) -> None:
     options = tl.VisualizationOptions(direction="bottomup", output_path=str(tmp_path / "bw3"), save_only=True)
     dot = tl.show_backward_graph(log, vis_direction="leftright", vis_fileformat="svg", visualization=options)
     assert 'rankdir="BT"' in dot and (tmp_path / "bw3.svg").exists()
-    with pytest.raises(NotImplementedError, match="code_panel"):
-        log.show_backward_graph(vis_outpath=str(tmp_path / "cp"), vis_save_only=True, code_panel=True)
+    dot = log.show_backward_graph(vis_outpath=str(tmp_path / "cp"), vis_save_only=True, code_panel=True)
+    assert "cluster_torchlens_code_panel" in dot and "<FONT FACE='Courier'>def forward(self" in dot
+    with pytest.raises(NotImplementedError, match="node_mode='vision'"):
+        log.show_backward_graph(vis_outpath=str(tmp_path / "cp"), vis_save_only=True, vis_node_mode="vision")

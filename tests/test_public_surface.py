@@ -38,14 +38,8 @@ render_model_log_with_dagua save show_backward_graph show_bundle_graph show_mode
 validate_batch_of_models_and_inputs validate_backward_pass validate_forward_pass validate_saved_activations
 wrap_torch wrapped""".split()
 
-# Names that arrive with their own issue (14): multi-trace bundles, fastlog preview.
-LATER = {
-    "NodeView",
-    "TraceBundle",
-    "bundle",
-    "show_bundle_graph",
-    "preview_fastlog",
-}
+# Names that arrive with a later issue (none left: multi-trace bundles came with issue 14).
+LATER: set[str] = set()
 
 
 def test_spec_names_exported() -> None:
@@ -251,7 +245,14 @@ FUNCTION_SIGNATURES = {
   collapsed_node_spec_fn=None, vis_node_mode=…, code_panel=False, visualization=None)""",
 }
 
+# §10.8 spells out the keywords §2.6 abbreviates to `(predicate=None, keep_op=None, keep_module=None, **kwargs)`.
+_PREVIEW_FASTLOG = """predicate=None, keep_op=None, keep_module=None, color_kept="#98FB98",
+  color_rejected="#E6E6E6", color_unreachable="#F7D460", color_predicate_error="#FF7AB6",
+  show_predicate_inputs=True, show_module_events=True, **render_kwargs)"""
+FUNCTION_SIGNATURES["preview_fastlog"] = "(model_log, " + _PREVIEW_FASTLOG
+
 METHOD_SIGNATURES = {
+    "preview_fastlog": "(" + _PREVIEW_FASTLOG,
     "render_graph": """(vis_mode="unrolled", vis_nesting_depth=1000, vis_outpath="modelgraph",
   vis_graph_overrides=None, module=None, node_mode="default", node_spec_fn=None, collapsed_node_spec_fn=None,
   collapse_fn=None, skip_fn=None, vis_edge_overrides=None, vis_gradient_edge_overrides=None,
@@ -283,8 +284,8 @@ METHOD_SIGNATURES = {
   collapsed_node_spec_fn=None, vis_node_mode="default", vis_edge_overrides=None, vis_save_only=False,
   vis_fileformat="pdf", vis_direction="topdown", code_panel=False)""",
 }
-# §2.6 methods that come with later issues (fastlog preview).
-LATER_METHODS = {"preview_fastlog"}
+# §2.6 methods that come with later issues: none left (the fastlog preview arrived with issue 14).
+LATER_METHODS: set[str] = set()
 
 # §1.3 fields in order with their defaults.
 VISUALIZATION_FIELDS = """mode "none"
@@ -503,9 +504,12 @@ def test_show_model_graph_keywords(tmp_path: Path) -> None:
         )
     svg = (tmp_path / "g.svg").read_text()
     assert "relu_1_2" in svg and "linear_2_3" not in svg
+    svg_kw = {"vis_outpath": str(out), "vis_save_only": True, "vis_fileformat": "svg"}
+    tl.show_model_graph(model, x, vis_node_mode="profiling", **svg_kw)  # type: ignore[arg-type]
+    assert "fn=SeqThenLoop.forward" in (tmp_path / "g.svg").read_text()
+    tl.show_model_graph(model, x, code_panel="forward", **svg_kw)  # type: ignore[arg-type]
+    assert "x = self.seq(x)" in (tmp_path / "g.svg").read_text()
     for kwargs, exc, name in (
-        ({"vis_node_mode": "vision"}, NotImplementedError, "node_mode"),
-        ({"code_panel": "forward"}, NotImplementedError, "code_panel"),
         ({"vis_renderer": "dagua"}, ModuleNotFoundError, "dagua"),
         ({"vis_node_placement": "circo"}, ValueError, "vis_node_placement"),
         ({"vis_mode": "none"}, ValueError, "Visualization option"),
@@ -536,9 +540,8 @@ def test_render_graph_keywords(tmp_path: Path) -> None:
         )
     assert (tmp_path / "e.svg").exists()
     for kwargs, exc, name in (
-        ({"node_mode": "attention"}, NotImplementedError, "node_mode"),
         ({"node_mode": "fancy"}, ValueError, "node_mode"),
-        ({"code_panel": True}, NotImplementedError, "code_panel"),
+        ({"code_panel": "everything"}, ValueError, "code_panel"),
         ({"vis_renderer": "matplotlib"}, ValueError, "vis_renderer"),
     ):
         with pytest.raises(exc, match=name):

@@ -140,3 +140,32 @@ def test_show_model_graph_module(tmp_path: Path) -> None:
     )
     svg = (tmp_path / "g.svg").read_text()
     assert "linear_3_5" in svg and "linear_1_1" not in svg
+
+
+@pytest.mark.parametrize("mode", ["unrolled", "rolled"])
+def test_focus_on_a_resnet_block_live_and_loaded(mode: str, tmp_path: Path) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    log = tl.log_forward_pass(model, torch.randn(1, 3, 64, 64), layers_to_save=None)
+    inside = [e for e in log if "layer1.0:1" in e.containing_modules]
+    labels = {e.layer_label for e in inside if not e.is_buffer_layer}  # BN statistics are not drawn
+    feeding = {p for e in inside for p in e.parent_layers if p not in labels and not log[p].is_buffer_layer}
+    assert labels == {
+        "conv2d_2_5",
+        "batchnorm_2_6",
+        "relu_2_7",
+        "conv2d_3_8",
+        "batchnorm_3_9",
+        "iadd_1_10",
+        "relu_3_11",
+    }
+    assert feeding == {"maxpool2d_1_4"}
+    tl.save(log, tmp_path / "b")
+    for lg in (log, tl.load(tmp_path / "b")):
+        dot = lg.to_dot(vis_mode=mode, module="layer1.0")
+        nodes = set(nodes_of(dot))
+        # exactly the block's ops, the op feeding it (drawn as its input) and its synthetic output
+        assert nodes == labels | feeding | {"layer1.0_output_1"}, sorted(nodes ^ (labels | feeding))
+        assert 'shape="oval" fillcolor="#98FB98"' in nodes_of(dot)["maxpool2d_1_4"]

@@ -29,6 +29,7 @@ from .api_extra import summary as summary
 from .api_extra import validate_batch_of_models_and_inputs as validate_batch_of_models_and_inputs
 from .api_extra import validate_saved_activations as validate_saved_activations
 from .fastlog import TrainingModeConfigError as TrainingModeConfigError
+from .fastlog._preview import preview_fastlog as preview_fastlog
 from .io import LazyActivationRef as LazyActivationRef
 from .io import TorchLensIOError as TorchLensIOError
 from .io import cleanup_tmp as cleanup_tmp
@@ -47,6 +48,9 @@ from .log.model_log import ModelLog as ModelLog
 from .log.modules import ModuleLog as ModuleLog
 from .log.modules import ModulePassLog as ModulePassLog
 from .log.params import ParamLog as ParamLog
+from .traces import NodeView as NodeView
+from .traces import TraceBundle as TraceBundle
+from .traces import bundle as bundle
 from .validate import check_metadata_invariants as check_metadata_invariants
 from .validate_backward import validate_backward_pass as validate_backward_pass
 from .viz import NodeSpec as NodeSpec
@@ -55,6 +59,7 @@ from .viz import model_log_to_dagua_graph as model_log_to_dagua_graph
 from .viz import render_lines_to_html as render_lines_to_html
 from .viz import render_model_log_with_dagua as render_model_log_with_dagua
 from .viz import show_backward_graph as show_backward_graph
+from .viz._bundle_graph import show_bundle_graph as show_bundle_graph
 
 __version__ = _core.__version__
 
@@ -92,14 +97,17 @@ __all__ = [
     "ModuleLog",
     "ModulePassLog",
     "NodeSpec",
+    "NodeView",
     "ParamLog",
     "StreamingOptions",
     "TensorLog",
     "TorchLensIOError",
     "TorchLensPostfuncError",
+    "TraceBundle",
     "TrainingModeConfigError",
     "VisualizationOptions",
     "build_render_audit",
+    "bundle",
     "check_metadata_invariants",
     "cleanup_tmp",
     "fastlog",
@@ -108,12 +116,14 @@ __all__ = [
     "log_forward_pass",
     "log_model_metadata",
     "model_log_to_dagua_graph",
+    "preview_fastlog",
     "recover_bundle",
     "rehydrate_nested",
     "render_lines_to_html",
     "render_model_log_with_dagua",
     "save",
     "show_backward_graph",
+    "show_bundle_graph",
     "show_model_graph",
     "summary",
     "unwrap_torch",

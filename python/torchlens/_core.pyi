@@ -30,6 +30,7 @@ __all__ = [
     "FastlogWriter",
     "safetensors_read",
     "backward_graph",
+    "supergraph",
 ]
 
 RECORD_FIELDS: tuple[str, ...]
@@ -395,4 +396,28 @@ def backward_graph(
     Raises:
         ValueError: A class index out of range, an id listed twice, a next id not discovered, or
             more grad_fns than 2**32 - 1.
+    """
+
+def supergraph(
+    fingerprints: list[list[str]],
+    labels: list[list[str]],
+    trace_names: list[str],
+) -> tuple[list[tuple[str, int, int, list[int]]], list[list[int]]]:
+    """Matches the layer passes of several traces by fingerprint plus occurrence index.
+
+    The k-th pass with fingerprint F in one trace is the same node as the k-th pass with F in
+    every other trace. Nodes are ordered by first appearance; a node's name is its label in the
+    first trace that has it (``"label@trace_name"`` when another node already took that label).
+
+    Args:
+        fingerprints: Per trace, the fingerprint of each pass in execution order.
+        labels: Per trace, the label of each pass (same lengths as ``fingerprints``).
+        trace_names: One name per trace.
+
+    Returns:
+        ``(nodes, assignment)``: one ``(name, first_trace, first_pos, traces)`` per union node,
+        and per trace the node index of each of its passes.
+
+    Raises:
+        ValueError: The lists differ in length.
     """

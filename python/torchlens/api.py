@@ -27,6 +27,7 @@ from .api_grads import attach_gradients, resolve_grad_options
 from .log.build import build_log, drop_unsaved_layers
 from .log.model_log import ModelLog
 from .validate import check_against_truth, ground_truth
+from .viz._code_panel import capture_source
 
 _FAIL_BANNER = "*" * 78
 
@@ -463,6 +464,7 @@ def _set_options(log: ModelLog, cap: _run.Capture, call: _CallOptions, model: nn
     log._transformed = _transformed_with_outputs(cap)
     log._rng_before_forward = getattr(cap.session, "rng_before_forward", None)
     log._source_model_ref = _weak(model)
+    log._source_snapshot = capture_source(model)  # the code panel's source, as it was at log time
 
 
 def _weak(model: Any) -> Any:

@@ -70,7 +70,8 @@ def show_model_graph(
         input_args: Positional input(s) for `forward`.
         input_kwargs: Keyword inputs for `forward`.
         module: Focus the render on one module (a ModuleLog address, or `"addr:k"` for one pass).
-        code_panel: Not available in this release (NotImplementedError unless False).
+        code_panel: Draw the model's source beside the graph: `True`/`"forward"`, `"class"`,
+            `"init+forward"` or `f(model) -> str`.
         random_seed: Seed for the logged pass.
         detect_loops: Deprecated spelling of `detect_recurrent_patterns`.
         verbose: Print progress messages.
@@ -79,8 +80,6 @@ def show_model_graph(
 
     Raises:
         ValueError: `vis_mode` is not `"rolled"` or `"unrolled"`, or another option is invalid.
-        NotImplementedError: An option whose feature this release lacks (node modes other than
-            `"default"`, gradient edge overrides, `code_panel`).
     """
     render = visualization_to_render_kwargs(VisualizationOptions(mode="unrolled", output_path="modelgraph"))
     flat = {

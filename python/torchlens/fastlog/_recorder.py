@@ -21,6 +21,7 @@ from ..log.build import metadata_log
 from . import _storage
 from ._recording import _RECORD_POSTPROCESS, Recording
 from ._session import Decider, FastSession, retained_copy
+from ._state import model_state_kept
 from ._types import (
     CaptureSpec,
     PredicateError,
@@ -380,13 +381,10 @@ class Recorder:
         if sig in self._label_maps:
             return self._label_maps[sig]
         model = self.model
-        bufs = [(b, b.detach().clone()) for b in model.buffers()]
-        cpu_rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
-        py_rng = random.getstate()
         try:
-            inp: Any = args[0] if len(args) == 1 else list(args)
-            log = metadata_log(model, inp, kwargs or None)
+            with model_state_kept(model):
+                inp: Any = args[0] if len(args) == 1 else list(args)
+                log = metadata_log(model, inp, kwargs or None)
             mapping = {}
             for layer in log:
                 lt = layer.layer_type
@@ -400,14 +398,6 @@ class Recorder:
                 stacklevel=3,
             )
             mapping = None
-        finally:
-            with torch.no_grad():
-                for b, saved in bufs:
-                    b.copy_(saved)
-            torch.set_rng_state(cpu_rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state_all(cuda_rng)
-            random.setstate(py_rng)
         self._label_maps[sig] = mapping
         return mapping
 

@@ -113,6 +113,22 @@ class Recording:
             rows, columns=["kind", "label", "pass_index", "event_index", "save_activation", "save_metadata"]
         )
 
+    def to_model_log(
+        self, model: nn.Module, input_args: Any, input_kwargs: dict[str, Any] | None = None, *, pass_index: int = 1
+    ) -> Any:
+        """A `ModelLog` of `model` on the input of pass `pass_index` whose saved activations are this
+        recording's kept payloads (RAM, loaded, or read from the bundle's blobs).
+
+        The graph comes from one metadata-only `log_forward_pass` (the model's buffers and RNG states are
+        restored afterwards); records are matched to nodes by raw label, layer type and shape.
+
+        Raises:
+            ValueError: No such pass, or the model computes a different graph for this input.
+        """
+        from ._to_model_log import recording_to_model_log
+
+        return recording_to_model_log(self, model, input_args, input_kwargs, pass_index=pass_index)
+
     def summary(self) -> str:
         return f"Recording(n_passes={self.n_passes}, n_records={self.n_records})"
 

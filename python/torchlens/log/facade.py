@@ -50,7 +50,9 @@ class FacadeMethods:
             vis_outpath: Output path without extension (a trailing image extension is stripped).
             vis_graph_overrides: Extra graphviz graph attributes (values may be `f(model_log)`).
             module: Focus on one module: a ModuleLog, an address, or `"addr:k"` for one pass.
-            node_mode: `"default"` (the other presets are not available in this release).
+            node_mode: A preset applied to every layer node before `node_spec_fn`: `"default"`,
+                `"profiling"` (runtime, output size, calling file:line and function), `"vision"` (input
+                and output shapes of convolutions and pools) or `"attention"` (marks attention ops).
             node_spec_fn: `f(layer_log, default_spec) -> NodeSpec | None` for every layer node.
             collapsed_node_spec_fn: `f(module_log, default_spec) -> NodeSpec | None` for collapsed modules.
             collapse_fn: `f(module_log) -> bool`, replacing the depth rule: collapse the outermost module
@@ -67,7 +69,8 @@ class FacadeMethods:
             vis_node_placement: `"auto"`/`"dot"`, `"sfdp"`, or `"elk"` (falls back to sfdp with a warning).
             vis_renderer: `"graphviz"`; `"dagua"` needs the optional dagua backend.
             vis_theme: Used by the dagua renderer only.
-            code_panel: Not available in this release (NotImplementedError unless False).
+            code_panel: Draw the model's source (captured at log time) beside the graph: `True` or
+                `"forward"`, `"class"`, `"init+forward"`, or `f(model) -> str`; forces the dot layout.
 
         Returns:
             The DOT source.
@@ -79,7 +82,7 @@ class FacadeMethods:
             {"node_mode": node_mode, "vis_renderer": vis_renderer},
             code_panel,
         )
-        engine = layout_engine(vis_node_placement)
+        engine = "dot" if code_panel is not False else layout_engine(vis_node_placement)
         src = self.to_dot(
             vis_mode,
             vis_nesting_depth,
@@ -94,9 +97,18 @@ class FacadeMethods:
             vis_edge_overrides=vis_edge_overrides,
             vis_module_overrides=vis_module_overrides,
             vis_gradient_edge_overrides=vis_gradient_edge_overrides,
+            node_mode=node_mode,
+            code_panel=code_panel,
         )
         render(src, vis_outpath, vis_fileformat, vis_save_only, engine)
         return src
+
+    def _repr_html_(self) -> str:
+        """Jupyter display: a compact summary table and the graph as inline SVG (when graphviz's `dot`
+        is installed and the graph has at most 500 nodes; the summary only otherwise)."""
+        from ..viz import repr_html  # facade
+
+        return repr_html(self)
 
     def to_dot(
         self,
@@ -114,10 +126,14 @@ class FacadeMethods:
         vis_edge_overrides: dict[str, Any] | None = None,
         vis_module_overrides: dict[str, Any] | None = None,
         vis_gradient_edge_overrides: dict[str, Any] | None = None,
+        node_mode: str = "default",
+        code_panel: Any = False,
     ) -> str:
         """DOT source of the graph without rendering it (the arguments are those of `render_graph`)."""
         self._require_all_layers()  # type: ignore[attr-defined]
-        from ..viz import RenderHooks, build_dot  # facade
+        from ..viz import RenderHooks, add_code_panel, build_dot, check_render_options, panel_text  # facade
+
+        check_render_options({"node_mode": node_mode}, code_panel)
 
         hooks = RenderHooks(
             node_spec_fn,
@@ -127,8 +143,9 @@ class FacadeMethods:
             vis_edge_overrides,
             vis_module_overrides,
             vis_gradient_edge_overrides,
+            node_mode,
         )
-        return build_dot(
+        src = build_dot(
             self,
             vis_mode,
             vis_nesting_depth,
@@ -138,6 +155,7 @@ class FacadeMethods:
             module,
             hooks,  # type: ignore[arg-type]
         )
+        return src if code_panel is False else add_code_panel(src, panel_text(self, code_panel))
 
     def show_backward_graph(
         self,
@@ -259,3 +277,34 @@ class FacadeMethods:
         from ..io import finalize_gradient_bundle  # facade
 
         return finalize_gradient_bundle(self)  # type: ignore[arg-type]
+
+    def preview_fastlog(
+        self,
+        predicate: Any = None,
+        keep_op: Any = None,
+        keep_module: Any = None,
+        color_kept: str = "#98FB98",
+        color_rejected: str = "#E6E6E6",
+        color_unreachable: str = "#F7D460",
+        color_predicate_error: str = "#FF7AB6",
+        show_predicate_inputs: bool = True,
+        show_module_events: bool = True,
+        **render_kwargs: Any,
+    ) -> str:
+        """The graph coloured by what `tl.fastlog.record(model, x, keep_op=..., keep_module=...)` would keep
+        (spec §10.8); see `torchlens.preview_fastlog` for the arguments. Returns the DOT source."""
+        from ..fastlog._preview import preview_fastlog  # facade
+
+        return preview_fastlog(
+            self,
+            predicate,
+            keep_op,
+            keep_module,
+            color_kept,
+            color_rejected,
+            color_unreachable,
+            color_predicate_error,
+            show_predicate_inputs,
+            show_module_events,
+            **render_kwargs,
+        )

@@ -10,6 +10,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 from .._options import MISSING, VIS_ALIASES, VisualizationOptions
+from ._code_panel import add_code_panel, panel_text
 from ._dot import attrs_str, q, shape_str
 from ._render import render
 from ._spec import NodeSpec, RenderHooks, check_render_options
@@ -138,7 +139,13 @@ def render_backward_graph(
     """Render the backward graph with graphviz and return its DOT source (`collapsed_node_spec_fn`
     is accepted for 2.15 compatibility: the backward graph has no collapsed nodes)."""
     check_render_options({"node_mode": vis_node_mode}, code_panel)
+    if vis_node_mode != "default":
+        raise NotImplementedError(
+            f"node_mode={vis_node_mode!r} presets describe forward layers; the backward graph has only 'default'."
+        )
     src = backward_dot(log, vis_direction, vis_graph_overrides, vis_edge_overrides, node_spec_fn)
+    if code_panel is not False:
+        src = add_code_panel(src, panel_text(log, code_panel))
     render(src, vis_outpath, vis_fileformat, vis_save_only, "dot")
     return src
 

@@ -27,6 +27,8 @@ from ._dot import (
     shape_str,
 )
 from ._focus import Focus, resolve_focus
+from ._interactive import add_anchors
+from ._presets import apply_preset
 from ._spec import NodeSpec, RenderHooks, render_lines_to_html
 
 if TYPE_CHECKING:
@@ -96,6 +98,7 @@ def build_dot(
     if v.hooks.skip_fn is not None:
         _skip_positions(v)
     depth = _effective_depth(v, max_module_depth) if v.hooks.collapse_fn is None else 0
+    auto_collapsed = v.hooks.collapse_fn is None and depth != max_module_depth
     v.from_input = _reaches_from_input(v.entries, v.parents)
     v.grads = [False] * v.n if v.rolled or not log.has_gradients else [bool(e.has_gradient) for e in v.entries]
     v.cond_labels = cond_edge_labels(log, v.rolled)
@@ -106,6 +109,10 @@ def build_dot(
     edge_passes = _add_edges(g, v)
     if v.rolled:
         _add_pass_labels(g, v, edge_passes)
+    if auto_collapsed:  # a big graph: every node gets an SVG anchor and a tooltip
+        add_anchors(
+            g, v.collapsed, v.mod_types, v.rep, [None if p in v.hidden else v.title(p) for p in range(v.n)], _MOD
+        )
     sink = _add_focus_outputs(g, v) if v.focus is not None else _model_sink(v)
     header = header_lines(log, _DIRECTIONS[direction], graph_overrides, _caption(v))
     footer = [f"  {{ rank=sink {q(sink)} }}"] if sink else []
@@ -345,7 +352,10 @@ def _add_layer_nodes(g: Graph, v: _View) -> None:
             extra_attrs=fill,
         )
         if p not in v.boundary:
-            spec = v.hooks.node_spec(v.log.layer_logs[v.no_pass[p]], spec)
+            layer_log = v.log.layer_logs[v.no_pass[p]]
+            if v.hooks.node_mode != "default":
+                spec = apply_preset(v.hooks.node_mode, layer_log if v.rolled else v.entries[p], v.log, spec, params)
+            spec = v.hooks.node_spec(layer_log, spec)
         g.node(v.rep[p], spec.to_attrs(), v.cluster_of[p])
         _add_clusters(g, v, v.cluster_of[p])
 

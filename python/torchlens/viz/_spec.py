@@ -64,6 +64,7 @@ class RenderHooks:
     edge_overrides: dict[str, Any] | None = None
     module_overrides: dict[str, Any] | None = None
     gradient_edge_overrides: dict[str, Any] | None = None
+    node_mode: str = "default"  # the preset applied after the default spec, before node_spec_fn
 
     def node_spec(self, layer_log: Any, spec: NodeSpec) -> NodeSpec:
         if self.node_spec_fn is None:
@@ -94,18 +95,13 @@ def check_render_options(render: dict[str, Any], code_panel: Any = False) -> Non
     """Reject bad or not-yet-available rendering options before any work is done.
 
     `render` holds `render_graph` keyword arguments (only the ones present are checked).
-    Raises ValueError for invalid values, NotImplementedError naming options whose feature this
-    release lacks, ModuleNotFoundError for the dagua renderer without its backend.
+    Raises ValueError for invalid values, ModuleNotFoundError for the dagua renderer without its backend.
     """
     mode = render.get("node_mode", "default")
     if mode not in _NODE_MODES:
         raise ValueError(f"node_mode must be one of {list(_NODE_MODES)}, not {mode!r}.")
-    if mode != "default":
-        raise NotImplementedError(f"node_mode={mode!r} (vis_node_mode) is not available in this release yet.")
     if not (code_panel is False or code_panel is True or code_panel in _CODE_PANELS or callable(code_panel)):
         raise ValueError(f"code_panel must be a bool, one of {list(_CODE_PANELS)} or a callable, not {code_panel!r}.")
-    if code_panel is not False:
-        raise NotImplementedError("code_panel is not available in this release yet.")
     if "vis_node_placement" in render and render["vis_node_placement"] != "elk":
         layout_engine(render["vis_node_placement"])
     renderer = render.get("vis_renderer", "graphviz")

@@ -36,6 +36,7 @@ pub mod graph;
 pub mod labels;
 pub mod loops;
 pub mod record;
+pub mod supergraph;
 mod union_find;
 
 pub use error::{CoreError, Result};

@@ -10,6 +10,7 @@ mod convert;
 mod errors;
 mod fastlog;
 mod schema;
+mod supergraph;
 
 #[pyo3::pymodule]
 mod _core {
@@ -29,6 +30,9 @@ mod _core {
         PyStreamWriter, blob_read_into, blob_scan, blob_write, bundle_commit, bundle_load, journal_read,
         manifest_check, refuse_symlink, write_file,
     };
+
+    #[pymodule_export]
+    use crate::supergraph::supergraph;
 
     #[pymodule_export]
     use crate::fastlog::{PyFastlogWriter, safetensors_read};

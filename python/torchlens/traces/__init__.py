@@ -1,0 +1,11 @@
+"""Multi-trace bundles (spec §12.7): several logs of one model matched into one supergraph.
+
+`bundle` builds a `TraceBundle`; `bundle[node]` is a `NodeView`. The graph view is
+`torchlens.show_bundle_graph` (`viz/_bundle_graph.py`).
+"""
+
+from ._bundle import TraceBundle, bundle
+from ._metrics import METRICS, divergence
+from ._node import NodeView
+
+__all__ = ["METRICS", "NodeView", "TraceBundle", "bundle", "divergence"]
