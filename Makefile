@@ -58,9 +58,10 @@ test: deps lint test-rust test-python stubtest bench-quick  ## everything CI run
 demo: build-prod  ## log the README's models and print what torchlens sees
 	$(PYTHON) examples/demo.py
 
-bench: build-prod  ## full benchmark suite -> benches/results/latest.json + .md, hot-path breakdown, Rust core
+bench: build-prod  ## full benchmark suite -> benches/results/latest.json + .md, hot-path breakdown and floor, Rust core
 	$(PYTHON) benches/run.py --mode full
 	$(PYTHON) benches/hotpath.py | tee benches/results/hotpath.md
+	$(PYTHON) benches/microbench.py | tee benches/results/microbench.md
 	$(PYTHON) benches/bundle_bench.py --repeat 3 | tee benches/results/bundles.txt
 	$(PYTHON) benches/fastlog_floor.py | tee benches/results/fastlog_floor.txt
 	$(PYTHON) benches/backward_bench.py | tee benches/results/backward.md

@@ -1,7 +1,8 @@
 """Benchmark models, built in code with random weights (nothing is downloaded).
 
 `MODELS` maps a name to (build, make_input) for benches/run.py and benches/fastlog_floor.py;
-OpChain and ModuleChain are benches/hotpath.py's per-op chains.
+OpChain and ModuleChain are benches/hotpath.py's per-op chains; LinearChain, ScalarChain,
+ChunkRepeat, MulAddLoop and SinCosLoop are benches/microbench.py's.
 """
 
 from __future__ import annotations
@@ -53,6 +54,76 @@ class ModuleChain(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for _ in range(self.n):
             x = self.act(x)
+        return x
+
+
+class LinearChain(nn.Module):
+    """`n` F.linear(x, W, b) calls on 8x64 tensors (a functional op with tensor args)."""
+
+    def __init__(self, n: int, width: int = 64) -> None:
+        super().__init__()
+        self.n = n
+        self.weight = nn.Parameter(torch.randn(width, width) / width**0.5)
+        self.bias = nn.Parameter(torch.zeros(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.n):
+            x = nn.functional.linear(x, self.weight, self.bias)
+        return x
+
+
+class ScalarChain(nn.Module):
+    """`n` calls of `x * 1.0001` (a dunder op with a Python scalar)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.n):
+            x = x * 1.0001
+        return x
+
+
+class ChunkRepeat(nn.Module):
+    """`n` calls of `x.chunk(2)` on the same input (an op returning a tuple: 2 layers per call)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x
+        for _ in range(self.n):
+            a, _b = x.chunk(2)
+        return a
+
+
+class MulAddLoop(nn.Module):
+    """`steps` iterations of `x = x * 1.0001; x = x + 0.0001` (2 ops each)."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.steps):
+            x = x * 1.0001
+            x = x + 0.0001
+        return x
+
+
+class SinCosLoop(nn.Module):
+    """`steps` iterations of `x = torch.sin(x); x = torch.cos(x)` (2 ops each)."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.steps):
+            x = torch.sin(x)
+            x = torch.cos(x)
         return x
 
 

@@ -39,14 +39,14 @@ def _caller_site(session: Session) -> int:
     if c:
         session.stack_lasti.append(-1)
         return 0
-    session.stack_lasti.append(f.f_lasti)  # the call's column, for arms sharing a line (ternaries)
-    ln = f.f_lineno
-    key = (id(co), ln)
+    lasti = f.f_lasti
+    session.stack_lasti.append(lasti)  # the call's column, for arms sharing a line (ternaries)
+    key = (id(co), lasti)  # by instruction: the line is read once per site (see Session._log)
     index = session._site_index
     sid = index.get(key)
     if sid is None:
         sid = index[key] = len(session.sites)
-        session.sites.append(((co, ln),))
+        session.sites.append(((co, f.f_lineno),))
     return sid
 
 

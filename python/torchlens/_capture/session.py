@@ -275,25 +275,25 @@ class Session:
             c = _classify(co)
         if c == 0:
             # Common case: the user frame calling the op, plus its caller unless that is a module call.
-            ln = f.f_lineno
-            f = f.f_back
-            co2 = f.f_code
+            # Sites are keyed by instruction offset: `f_lasti` is a field read, while `f_lineno` walks
+            # the line table (microseconds late in a long forward), so lines are read once per site.
+            f2 = f.f_back
+            co2 = f2.f_code
             c = _code_class.get(id(co2))
             if c is None:
                 c = _classify(co2)
             if c:
-                key = (id(co), ln)
+                key = (id(co), f.f_lasti)
                 sid = self._site_index.get(key)
                 if sid is None:
                     sid = self._site_index[key] = _len(self.sites)
-                    self.sites.append(((co, ln),))
+                    self.sites.append(((co, f.f_lineno),))
             else:
-                ln2 = f.f_lineno
-                key = (id(co), ln, id(co2), ln2)
+                key = (id(co), f.f_lasti, id(co2), f2.f_lasti)
                 sid = self._site_index.get(key)
                 if sid is None:
                     sid = self._site_index[key] = _len(self.sites)
-                    self.sites.append(((co, ln), (co2, ln2)))
+                    self.sites.append(((co, f.f_lineno), (co2, f2.f_lineno)))
         else:
             chain = self._walk_rest((), f)
             key = tuple([(id(a), b) for a, b in chain])
