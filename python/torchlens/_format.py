@@ -43,3 +43,16 @@ def tensor_preview(t: Any) -> str:
             view = view[0]
         view = view[:8, :8]
     return str(view.detach()) + ("..." if cut else "")
+
+
+# Shape, dtype and bytes of a stored value that may not be a tensor (postfunc results).
+def tensor_shape(t: Any) -> tuple | None:
+    return tuple(t.shape) if isinstance(t, torch.Tensor) else None
+
+
+def tensor_dtype(t: Any) -> torch.dtype | None:
+    return t.dtype if isinstance(t, torch.Tensor) else None
+
+
+def tensor_memory(t: Any) -> int | None:
+    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else None

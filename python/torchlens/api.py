@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ._capture import run as _run
+from ._capture.postfunc import check_no_inference_mode
 from ._data import F_PARENTS
 from ._errors import TrainingModeConfigError
 from ._options import (
@@ -260,11 +261,7 @@ def check_train_mode(detach: bool, stream_path: Any, grads_path: Any = None) -> 
         raise TrainingModeConfigError("train_mode=True is not compatible with slow/replay activation disk saves")
     if grads_path is not None:
         raise TrainingModeConfigError("train_mode=True is not compatible with slow/replay gradient disk saves")
-    if torch.is_inference_mode_enabled():
-        raise TrainingModeConfigError(
-            "train_mode=True cannot run while PyTorch inference mode is active; inference tensors cannot retain "
-            "autograd history"
-        )
+    check_no_inference_mode()
 
 
 def _mark_optimized(log: ModelLog, optimizer: Any) -> None:

@@ -15,21 +15,12 @@ from ._variants import check_model_and_input_variants
 _MAX_DEPTH = 8
 
 
-def _tensors(obj: Any, depth: int = 0) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if depth >= _MAX_DEPTH:
-        return []
-    if isinstance(obj, dict) or hasattr(obj, "keys"):
-        return [t for k in obj.keys() for t in _tensors(obj[k], depth + 1)]
-    if isinstance(obj, tuple | list):
-        return [t for o in obj for t in _tensors(o, depth + 1)]
-    return []
-
-
 def default_loss(outputs: Any) -> torch.Tensor:
-    """The sum of every floating tensor the model returned (nested containers allowed)."""
-    found = [t for t in _tensors(outputs) if t.is_floating_point() or t.is_complex()]
+    """The sum of every floating tensor the model returned, found as the log finds its outputs
+    (`walk_outputs`), so the plain run and the logged one sum the same tensors."""
+    outs: list[tuple[str, torch.Tensor]] = []
+    _run.walk_outputs(outputs, outs)
+    found = [t for _, t in outs if t.is_floating_point() or t.is_complex()]
     if not found:
         raise ValueError("validate_backward_pass: the model returned no tensor to build a loss from; pass loss_fn.")
     total = found[0].sum()

@@ -93,8 +93,8 @@ class OpState:
         # Started inside an autocast region: an op that runs with it switched off must be told apart.
         self.always = any(en for _, en, _ in first)
 
-    def note(self, t: Tensor, nid: int) -> None:
-        gf = t.grad_fn
+    def note(self, gf: Any, nid: int) -> None:
+        """Record the state of op `nid`, whose output's `grad_fn` is `gf` (None without one)."""
         if gf is not None:
             self.grad_fn_ids[nid] = id(gf)
             try:

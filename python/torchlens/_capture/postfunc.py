@@ -1,9 +1,10 @@
-"""The save path with an `activation_postfunc`, and the `train_mode` checks on what it returns."""
+"""The save path with an `activation_postfunc`, and the `train_mode` guard rails shared by the entry points."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor
 
 from .._data import F_FUNC, F_KIND, F_LAYER_TYPE, raw_label, raw_type_counts
@@ -20,6 +21,15 @@ def _label(s: Session, nid: int) -> str:
     return raw_label(
         STRINGS[recs[nid][F_LAYER_TYPE]], recs[nid][F_KIND], raw_type_counts(recs[: nid + 1])[nid], nid + 1
     )
+
+
+def check_no_inference_mode() -> None:
+    """Spec §8.6: inference tensors cannot carry autograd history, so train_mode refuses to start."""
+    if torch.is_inference_mode_enabled():
+        raise TrainingModeConfigError(
+            "train_mode=True cannot run while PyTorch inference mode is active; inference tensors cannot retain "
+            "autograd history"
+        )
 
 
 def check_train_output(tr: Any, raw: Tensor, label: str) -> None:

@@ -306,11 +306,13 @@ class Session:
         self.records.append(
             (KIND_OP, fid, tid, arg_hash, out_index, self.stack_id, tuple(params), tuple(parents), NO_STR)
         )
+        # `grad_fn` is read once per op: each read builds a Python object for the node.
+        gf = t.grad_fn
         # Most ops need no per-op state (no grad_fn, no autocast region): skip the call.
-        if t.grad_fn is not None or self._opstate_always or _any_autocast():
-            self.opstate.note(t, nid)
+        if gf is not None or self._opstate_always or _any_autocast():
+            self.opstate.note(gf, nid)
         if not defer:
-            self._tag_and_meta(t, nid)
+            self._tag_and_meta(t, nid, gf)
         return nid
 
     def _log_multi(self, items: list, fid: int, tid: int, args: tuple, kwargs: dict, bottom: bool) -> None:
@@ -318,7 +320,7 @@ class Session:
         (a result can be an argument itself, e.g. `broadcast_tensors` hands back a tensor it did not expand)."""
         nids = [self._log(o, fid, tid, i, args, kwargs, bottom, True, 4) for i, o in items]
         for (_, o), nid in zip(items, nids, strict=True):
-            self._tag_and_meta(o, nid)
+            self._tag_and_meta(o, nid, o.grad_fn)
 
     def _log_inplace(
         self, t: Tensor, fid: int, tid: int, out_index: int, args: tuple, kwargs: dict, bottom: bool
@@ -327,13 +329,13 @@ class Session:
         that an older node sharing it is known to no longer hold the value the storage now has."""
         nid = self._log(t, fid, tid, out_index, args, kwargs, bottom, True, 4)
         alias.note_write(self.writes, t, nid)
-        self._tag_and_meta(t, nid)
+        self._tag_and_meta(t, nid, t.grad_fn)
 
-    def _tag_and_meta(self, t: Tensor, nid: int) -> None:
+    def _tag_and_meta(self, t: Tensor, nid: int, gf: Any) -> None:
         if _getattr(t, TAG, None) is None:
             self.tagged.append(weakref.ref(t))
         _setattr(t, TAG, nid)
-        key = (t.shape, t.dtype, _type(t.grad_fn))
+        key = (t.shape, t.dtype, _type(gf))
         mid = self._meta_index.get(key)
         if mid is None:
             mid = self._meta_index[key] = _len(self.metas)
@@ -417,7 +419,7 @@ class Session:
         h = _hash((tuple(t.shape), str(t.dtype))) & _MASK
         self.records.append((KIND_INPUT, _FUNC_NONE, _TYPE_INPUT, h, OUT_SINGLE, 0, (), (), intern(role)))
         self._source_extras()
-        self._tag_and_meta(t, nid)
+        self._tag_and_meta(t, nid, t.grad_fn)
 
     def register_buffer_tensor(self, t: Tensor, address: str) -> None:
         if _getattr(t, TAG, None) is not None:
@@ -442,7 +444,7 @@ class Session:
         copy_all = self.copy_all
         self.copy_all = True  # buffers are model state that kernels update in place (BatchNorm stats)
         try:
-            self._tag_and_meta(t, nid)
+            self._tag_and_meta(t, nid, t.grad_fn)
         finally:
             self.copy_all = copy_all
         return nid

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .._capture import hot, run, wrap
-from .._capture.postfunc import check_train_output
+from .._capture.postfunc import check_no_inference_mode, check_train_output
 from .._options import MISSING, StreamingOptions
 from ..log.build import metadata_log
 from . import _storage
@@ -85,11 +85,7 @@ def _check_options(o: RecordingOptions) -> RecordingOptions:
     disk_only = o.streaming is not None and o.streaming.bundle_path is not None and not o.streaming.retain_in_memory
     dop, dmod = o.default_op, o.default_module
     if o.train_mode:
-        if torch.is_inference_mode_enabled():
-            raise TrainingModeConfigError(
-                "train_mode=True cannot run while PyTorch inference mode is active; inference tensors cannot "
-                "retain autograd history"
-            )
+        check_no_inference_mode()
         for name, v in (("default_op", dop), ("default_module", dmod)):
             if v is True or (isinstance(v, CaptureSpec) and not v.keep_grad):
                 raise TrainingModeConfigError(

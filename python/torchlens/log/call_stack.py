@@ -134,7 +134,10 @@ def raw_frames(log: ModelLog, pos: int, lasti: bool = False) -> list[tuple]:
                 frames.extend(reversed(site))
     if nid < len(d.site_ids):
         site = d.sites[d.site_ids[nid]]
-        frames.extend((co, ln, -1) for co, ln in reversed(site)) if lasti else frames.extend(reversed(site))
+        if lasti:
+            frames.extend((co, ln, -1) for co, ln in reversed(site))
+        else:
+            frames.extend(reversed(site))
     return frames
 
 

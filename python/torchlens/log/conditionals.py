@@ -67,7 +67,7 @@ class CondTable:
     bools: dict[int, BoolInfo] = field(default_factory=dict)  # position -> how its bool was consumed
     stacks: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
     in_branch: set[int] = field(default_factory=set)
-    start_children: dict[int, list[int]] = field(default_factory=dict)
+    start_children: dict[int, list[int]] = field(default_factory=dict)  # derived (`_index_edges`)
     branch_edges: list[tuple[int, int]] = field(default_factory=list)
     arm_edges: dict[tuple[int, str], list[tuple[int, int]]] = field(default_factory=dict)
     arm_list: list[tuple[int, str, int, int]] = field(default_factory=list)  # (event, arm, parent, child)
@@ -124,6 +124,7 @@ def _build(log: ModelLog) -> CondTable:
     _attribute(log, out)
     _cones(log, out)
     _arm_edges(log, out)
+    _index_edges(out)
     return out
 
 
@@ -276,7 +277,6 @@ def _cones(log: ModelLog, out: CondTable) -> None:
         for p in parents[c]:
             if p not in out.in_branch and p not in out.bools:
                 out.branch_edges.append((p, c))
-                out.start_children.setdefault(p, []).append(c)
 
 
 def _arm_edges(log: ModelLog, out: CondTable) -> None:
@@ -287,11 +287,18 @@ def _arm_edges(log: ModelLog, out: CondTable) -> None:
             pstack = out.stacks.get(p, ())
             for key in out.stacks[c]:
                 if key not in pstack:
-                    out.arm_edges.setdefault(key, []).append((p, c))
                     out.arm_list.append((key[0], key[1], p, c))
-                    kids = out.by_parent.setdefault(p, {}).setdefault(key[0], {}).setdefault(key[1], [])
-                    if c not in kids:
-                        kids.append(c)
+
+
+def _index_edges(out: CondTable) -> None:
+    """The lookups derived from the two edge lists (by parent, by arm)."""
+    for p, c in out.branch_edges:
+        out.start_children.setdefault(p, []).append(c)
+    for e, arm, p, c in out.arm_list:
+        out.arm_edges.setdefault((e, arm), []).append((p, c))
+        kids = out.by_parent.setdefault(p, {}).setdefault(e, {}).setdefault(arm, [])
+        if c not in kids:
+            kids.append(c)
 
 
 # ------------------------------------------------------------------ entry fields (LayerPassLog)
@@ -453,15 +460,7 @@ def restore(log: ModelLog, d: dict[str, Any]) -> None:
     for n, st in d["stacks"]:
         out.stacks[pon[n]] = [(int(e), str(arm)) for e, arm in st]
     out.in_branch = {pon[n] for n in d["in_branch"]}
-    for pn, cn in d["branch_edges"]:
-        p, c = pon[pn], pon[cn]
-        out.branch_edges.append((p, c))
-        out.start_children.setdefault(p, []).append(c)
-    for e, arm, pn, cn in d["arm_list"]:
-        p, c = pon[pn], pon[cn]
-        out.arm_list.append((e, arm, p, c))
-        out.arm_edges.setdefault((e, arm), []).append((p, c))
-        kids = out.by_parent.setdefault(p, {}).setdefault(e, {}).setdefault(arm, [])
-        if c not in kids:
-            kids.append(c)
+    out.branch_edges = [(pon[pn], pon[cn]) for pn, cn in d["branch_edges"]]
+    out.arm_list = [(int(e), str(arm), pon[pn], pon[cn]) for e, arm, pn, cn in d["arm_list"]]
+    _index_edges(out)
     log._cols["cond"] = out

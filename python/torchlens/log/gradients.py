@@ -54,7 +54,6 @@ class GradientStore:
         self.seen: set[int] = set()
         self.selected: frozenset[int] | None = None
         self.outputs_of: dict[int, list[int]] = {}
-        self.hooked: set[int] = set()
         # Streams each kept gradient to a bundle (`save_gradients_to`, io/_grad_stream.py): called
         # as `sink(nid, raw or None, transformed or None)`; `sink.finalize(log)` commits the bundle.
         self.sink: Any = None
@@ -64,7 +63,6 @@ class GradientStore:
     def register(self, t: torch.Tensor, nid: int) -> None:
         """Install the hook on a tensor that requires grad (called by the capture session)."""
         t.register_hook(GradHook(self._self_ref, nid))
-        self.hooked.add(nid)
 
     def attach(self, log: ModelLog, selected: frozenset[int] | None) -> None:
         self._log = weakref.ref(log)
@@ -177,18 +175,6 @@ def is_selected(log: ModelLog, pos: int) -> bool:
     if store is None or not log.save_gradients:
         return False
     return store.selected is None or log._node_ids[pos] in store.selected
-
-
-def tensor_shape(t: Any) -> tuple | None:
-    return tuple(t.shape) if isinstance(t, torch.Tensor) else None
-
-
-def tensor_dtype(t: Any) -> torch.dtype | None:
-    return t.dtype if isinstance(t, torch.Tensor) else None
-
-
-def tensor_memory(t: Any) -> int | None:
-    return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else None
 
 
 def transformed_gradient(log: ModelLog, pos: int) -> Any:

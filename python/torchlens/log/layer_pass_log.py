@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import torch
 
 from .._data import is_inplace_name
-from .._format import human_readable_size, tensor_preview
+from .._format import human_readable_size, tensor_dtype, tensor_memory, tensor_preview, tensor_shape
 from . import backward, conditionals, func_call, gradients, relations
 from .export import BUFFER_LOG_FIELD_ORDER, LAYER_PASS_LOG_FIELD_ORDER, MODEL_EXPORT_COLUMNS
 from .params import param_users
@@ -137,18 +137,15 @@ class LayerPassLog:
 
     @property
     def transformed_activation_shape(self) -> tuple | None:
-        t = self.transformed_activation
-        return tuple(t.shape) if isinstance(t, torch.Tensor) else None
+        return tensor_shape(self.transformed_activation)
 
     @property
     def transformed_activation_dtype(self) -> torch.dtype | None:
-        t = self.transformed_activation
-        return t.dtype if isinstance(t, torch.Tensor) else None
+        return tensor_dtype(self.transformed_activation)
 
     @property
     def transformed_activation_memory(self) -> int | None:
-        t = self.transformed_activation
-        return t.numel() * t.element_size() if isinstance(t, torch.Tensor) else None
+        return tensor_memory(self.transformed_activation)
 
     @property
     def children_tensor_versions(self) -> dict[str, Any]:
@@ -177,27 +174,27 @@ class LayerPassLog:
 
     @property
     def grad_shape(self) -> tuple | None:
-        return gradients.tensor_shape(self.gradient)
+        return tensor_shape(self.gradient)
 
     @property
     def grad_dtype(self) -> torch.dtype | None:
-        return gradients.tensor_dtype(self.gradient)
+        return tensor_dtype(self.gradient)
 
     @property
     def grad_memory(self) -> int | None:
-        return gradients.tensor_memory(self.gradient)
+        return tensor_memory(self.gradient)
 
     @property
     def transformed_gradient_shape(self) -> tuple | None:
-        return gradients.tensor_shape(self.transformed_gradient)
+        return tensor_shape(self.transformed_gradient)
 
     @property
     def transformed_gradient_dtype(self) -> torch.dtype | None:
-        return gradients.tensor_dtype(self.transformed_gradient)
+        return tensor_dtype(self.transformed_gradient)
 
     @property
     def transformed_gradient_memory(self) -> int | None:
-        return gradients.tensor_memory(self.transformed_gradient)
+        return tensor_memory(self.transformed_gradient)
 
     # backward graph (log/backward.py) --------------------------------------------------
     grad_fn_id: _Field[int | None] = _Field(lambda e: backward.grad_fn_id(e._log, e._pos))
