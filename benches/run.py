@@ -2,7 +2,9 @@
 
 Usage: python benches/run.py --mode quick|full [--impl ours|peer] [--models a,b] [--out PATH]
 Each model runs in its own subprocess (so peak memory is per model); the parent collects the
-JSON lines, writes benches/results/latest.json and a markdown table, and prints the table.
+JSON lines, writes benches/results/latest.json and a markdown table, and prints the table. It also
+writes the figures for a CI benchmark tracker next to the results: `<out stem>-bench.json`
+(benches/results/quick-bench.json for the quick run), see `tracker_entries`.
 """
 
 from __future__ import annotations
@@ -134,6 +136,39 @@ def table(rows: list[dict[str, Any]]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+# Figures a CI benchmark tracker can chart per commit (github-action-benchmark's "customSmallerIsBetter"
+# format: a flat list of {"name", "unit", "value"}); every one of them is better when smaller.
+TRACKED = (
+    ("metadata_ratio", "metadata only", "x plain forward"),
+    ("all_saved_ratio", "all saved", "x plain forward"),
+    ("fastlog_ratio", "fastlog (relu kept)", "x plain forward"),
+    ("metadata_cond_ratio", "metadata + conditionals", "x plain forward"),
+    ("metadata_us_per_op", "metadata only, added per op", "us/op"),
+    ("all_saved_us_per_op", "all saved, added per op", "us/op"),
+    ("rss_all_saved_mb", "all saved, peak RSS", "MB"),
+)
+
+
+def tracker_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows' figures as `{"name", "unit", "value"}` entries (rows that failed are left out)."""
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if "error" in r:
+            continue
+        prefix = r["model"] if r.get("impl", "ours") == "ours" else f"{r['model']} [{r['impl']}]"
+        for key, what, unit in TRACKED:
+            if key in r:
+                out.append({"name": f"{prefix}: {what}", "unit": unit, "value": float(r[key])})
+    return out
+
+
+def write_tracker_json(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Writes `tracker_entries(rows)` to `path` (a JSON list) and returns the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(tracker_entries(rows), indent=1) + "\n")
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=["quick", "full"], default="quick")
@@ -176,6 +211,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     out.with_suffix(".md").write_text(table(rows))
+    write_tracker_json(rows, out.with_name(f"{out.stem}-bench.json"))
     print("\n" + table(rows))
     if ns.mode == "quick" and any("error" in r for r in rows):
         raise SystemExit("benchmark smoke test failed: " + "; ".join(r["error"] for r in rows if "error" in r))

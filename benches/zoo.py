@@ -1,7 +1,10 @@
 """`make zoo`: runs every model of the differential zoo (tests/models/registry.py) through the three
 checks of tests/zoo_check.py and writes docs/zoo.md.
 
-Usage: python benches/zoo.py [--models a,b] [--family tv-video] [--out docs/zoo.md]
+Usage: python benches/zoo.py [--models a,b] [--family tv-video] [--out docs/zoo.md] [--[no-]progress]
+
+A progress bar over the models is drawn on a terminal (``--progress`` forces it, ``--no-progress``
+turns it off); the per-model lines are printed either way.
 
 Models run in worker processes (benches/zoo_worker.py, a fresh one every few models, so that a
 crash or a leak costs one model, not the run); a model that kills its worker is recorded as failed.
@@ -104,20 +107,40 @@ def main() -> None:
     ap.add_argument("--models", default="")
     ap.add_argument("--family", default="")
     ap.add_argument("--out", default=str(ROOT / "docs" / "zoo.md"))
+    ap.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar over the models (default: only on a terminal)",
+    )
     ns = ap.parse_args()
+    from torchlens._progress import progress_enabled
+
     from models import registry
 
     reg = registry.registry()
     names = ns.models.split(",") if ns.models else [n for n, e in reg.items() if e.family.startswith(ns.family)]
     t0 = time.perf_counter()
+    bar = None
+    if progress_enabled(ns.progress):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(names), desc="zoo", unit="model", leave=False)
 
     def show(row: dict[str, Any]) -> None:
         status = "ok" if row.get("ok") else "FAIL " + (row.get("error") or "; ".join(row.get("problems", []))[:200])
         if row.get("ok") is False and not row.get("problems"):
             status = "FAIL validation"
-        print(f"{row['name']:40s} {row.get('wall_s', 0):7.1f}s {status}", flush=True)
+        line = f"{row['name']:40s} {row.get('wall_s', 0):7.1f}s {status}"
+        if bar is None:
+            print(line, flush=True)
+        else:
+            bar.write(line)
+            bar.update(1)
 
     rows = run_workers(sys.executable, "check", names, show)
+    if bar is not None:
+        bar.close()
     ordered = [{**rows[n], "family": reg[n].family} for n in names]
     Path(ns.out).write_text(table(ordered, time.perf_counter() - t0))
     failed = [r["name"] for r in ordered if not r.get("ok")]

@@ -22,7 +22,7 @@ from torch import nn
 
 import torchlens as tl
 from torchlens import TorchLensIOError
-from torchlens.io import LazyActivationRef
+from torchlens.io import LazyActivationRef, _shards
 
 from models.bundle_grads import LAYERS, cnn, cnn_input, mlp, mlp_input
 
@@ -214,7 +214,8 @@ def _strip_gradient_section(path: Path) -> None:
 
 
 @pytest.mark.parametrize("lazy", [False, True])
-def test_bundles_without_gradients_still_load(tmp_path: Path, lazy: bool) -> None:
+def test_bundles_without_gradients_still_load(tmp_path: Path, lazy: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_shards, "WRITE_FORMAT", 1)  # bundles of that time: io format 1
     model, x = mlp(), mlp_input()
     plain = tl.log_forward_pass(model, x)
     tl.save(plain, tmp_path / "plain")
@@ -347,7 +348,8 @@ def test_stream_committed_after_log_backward(tmp_path: Path) -> None:
     _assert_gradients(tl.load(tmp_path / "b", lazy=True), "mlp", ref)
 
 
-def test_stream_second_backward_replaces_blobs(tmp_path: Path) -> None:
+def test_stream_second_backward_replaces_blobs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_shards, "WRITE_FORMAT", 1)  # one file per tensor (format 2: test_bundle_shards.py)
     target = tmp_path / "g"
     model, x = mlp(), mlp_input()
     log = tl.log_forward_pass(model, x, save_gradients_to=target)

@@ -20,6 +20,7 @@ from torch import nn
 
 import torchlens as tl
 from torchlens import TorchLensIOError
+from torchlens.io import _shards
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,23 +92,26 @@ def test_resnet50_all_activations_bit_exact_eager_and_lazy(tmp_path: Path) -> No
     _assert_same_activations(log, eager)
     assert eager._loaded_from_bundle
 
-    # Lazy: only metadata is read. Corrupting a blob (same size) does not disturb the lazy load...
-    blob = sorted((path / "blobs").iterdir())[5]
+    # Lazy: only metadata is read. Corrupting a tensor's bytes (same size) does not disturb the
+    # lazy load...
+    t5 = json.loads((path / "manifest.json").read_text())["tensors"][5]
+    blob = path / t5["relative_path"]  # its shard (io format 2)
+    last = t5["offset"] + t5["length"] - 1
     raw = bytearray(blob.read_bytes())
-    raw[-1] ^= 0xFF
+    raw[last] ^= 0xFF
     blob.write_bytes(bytes(raw))
     lazy = tl.load(path, lazy=True)
     _assert_same_log(log, lazy)
     assert all(e.activation is None for e in lazy)
     assert lazy.num_tensors_saved == log.num_tensors_saved
-    # ... but materializing that blob, or an eager load, fails on its checksum.
-    bad_id = int(blob.name.split(".")[0])
+    # ... but materializing that tensor, or an eager load, fails on its checksum.
+    bad_id = t5["blob_id"]
     bad = [e for e in lazy if e.activation_ref is not None and e.activation_ref.blob_id == bad_id]
     with pytest.raises(TorchLensIOError, match="checksum mismatch"):
         bad[0].materialize_activation()
     with pytest.raises(TorchLensIOError, match=f"Checksum mismatch for blob_id={bad_id}"):
         tl.load(path)
-    raw[-1] ^= 0xFF
+    raw[last] ^= 0xFF
     blob.write_bytes(bytes(raw))
     for x, y in zip(log, lazy, strict=True):
         t = y.materialize_activation()
@@ -334,7 +338,10 @@ def test_kill9_during_streaming_then_recover(tmp_path: Path, settle: float) -> N
 
 # --------------------------------------------------------------------------- bad input
 @pytest.fixture
-def bundle(tmp_path: Path) -> Path:
+def bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A bundle of io format 1 (one file per tensor); the tests using it write format 1 too.
+    `test_bundle_shards.py` has the same checks for format 2."""
+    monkeypatch.setattr(_shards, "WRITE_FORMAT", 1)
     tl.save(_small_log(), tmp_path / "b")
     return tmp_path / "b"
 

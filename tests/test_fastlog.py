@@ -439,7 +439,7 @@ def test_final_labels_fall_back_on_data_dependent_flow() -> None:
 
 def test_recorder_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
     with fastlog.Recorder(TinyMLP(), keep_op=KEEP_RELU) as r:
-        r.log_many([torch.randn(2, 4) for _ in range(5)], sample_ids=range(10, 15))
+        r.log_many([torch.randn(2, 4) for _ in range(5)], sample_ids=range(10, 15), progress=True)
     assert r.recording.n_passes == 5 and r.recording[0].ctx.sample_id == 10
     assert "5/5" in capsys.readouterr().err
 

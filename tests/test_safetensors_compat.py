@@ -8,6 +8,7 @@ torchlens's one extension (docs/bundle-format.md): torchlens reads it back, the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 import torchlens as tl
+from torchlens.io import _shards
 
 safetensors = pytest.importorskip("safetensors")
 st_torch = pytest.importorskip("safetensors.torch")
@@ -59,19 +61,30 @@ def test_every_reference_dtype_is_supported() -> None:
     assert set(tl._core.TENSOR_DTYPES) - names == {"complex128"}
 
 
+@pytest.mark.parametrize("fmt", [1, 2])
 @pytest.mark.parametrize("code", sorted(REFERENCE_DTYPES))
-def test_bundle_blobs_open_with_reference_reader(tmp_path: Path, code: str) -> None:
+def test_bundle_blobs_open_with_reference_reader(
+    tmp_path: Path, code: str, fmt: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """io format 1: one tensor `data` per blob file; format 2: shards naming tensors by blob id."""
+    monkeypatch.setattr(_shards, "WRITE_FORMAT", fmt)
     dtype = REFERENCE_DTYPES[code]
     x = _random_bits(dtype)
     log = tl.log_forward_pass(Reshape(), x)
     tl.save(log, tmp_path / "b")
-    blobs = sorted((tmp_path / "b" / "blobs").iterdir())
-    assert blobs
+    files = sorted((tmp_path / "b" / ("blobs" if fmt == 1 else "shards")).iterdir())
+    assert files
     originals = [_bits(x), _bits(x.reshape(2, -1))]
-    for blob in blobs:
-        t = _reference_reads(blob)["data"]
+    found = []
+    for f in files:
+        tensors = _reference_reads(f)
+        if fmt == 1:
+            assert list(tensors) == ["data"]
+        found += tensors.values()
+    assert len(found) == json.loads((tmp_path / "b" / "manifest.json").read_text())["n_activation_blobs"]
+    for t in found:
         assert t.dtype == dtype
-        assert any(torch.equal(_bits(t), o) for o in originals), blob.name
+        assert any(torch.equal(_bits(t), o) for o in originals)
     back = tl.load(tmp_path / "b")
     for a, b in zip(log, back, strict=True):
         if a.activation is not None:
@@ -101,6 +114,6 @@ def test_complex128_is_an_extension(tmp_path: Path) -> None:
     tl.save(log, tmp_path / "c")
     back = tl.load(tmp_path / "c")
     assert torch.equal(back[0].activation, log[0].activation)
-    blob = sorted((tmp_path / "c" / "blobs").iterdir())[0]
+    blob = sorted((tmp_path / "c" / "shards").iterdir())[0]  # a shard holding it (io format 2)
     with pytest.raises(Exception):  # noqa: B017 (the reference's own error type)
         st_torch.load_file(str(blob))

@@ -53,22 +53,22 @@ def _resnet_log() -> tuple[tl.ModelLog, torch.Tensor]:
     return log, gt
 
 
-def test_corrupted_activation_fails(capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupted_activation_fails(caplog: pytest.LogCaptureFixture) -> None:
     log, gt = _resnet_log()
     assert log.validate_forward_pass([gt]) is True
     with torch.no_grad():
         log["relu_3"].activation.mul_(1.5)
     assert log.validate_forward_pass([gt]) is False
-    assert "do not match the values computed based on the parent layers" in capsys.readouterr().out
+    assert "do not match the values computed based on the parent layers" in caplog.text
 
 
-def test_corrupted_output_fails(capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupted_output_fails(caplog: pytest.LogCaptureFixture) -> None:
     log, gt = _resnet_log()
     assert log.validate_forward_pass([gt + 1]) is False
-    assert "0th output layer, output_1, does not match the ground truth" in capsys.readouterr().out
+    assert "0th output layer, output_1, does not match the ground truth" in caplog.text
 
 
-def test_wrong_parent_attribution_fails_perturbation(capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_parent_attribution_fails_perturbation(caplog: pytest.LogCaptureFixture) -> None:
     from torchlens._capture.session import ParentRef
 
     class TwoParents(nn.Module):
@@ -84,7 +84,7 @@ def test_wrong_parent_attribution_fails_perturbation(capsys: pytest.CaptureFixtu
     b_nid = log._node_ids[log._fin.lookup("mul_1_2")]
     log._data.func_args[nid] = (lambda t, k, unused: orig(t, k), (*args, ParentRef(b_nid, None)), kwargs)
     assert log.validate_forward_pass([log[-1].activation]) is False
-    assert "did not change its output" in capsys.readouterr().out
+    assert "did not change its output" in caplog.text
 
 
 def test_metadata_invariants_pass_and_detect() -> None:
@@ -126,11 +126,11 @@ class _ConstStateMax(nn.Module):
         return torch.maximum(state, self.fc(x)) * 2
 
 
-def test_parent_with_no_differing_value_is_not_a_false_alarm(capsys: pytest.CaptureFixture) -> None:
+def test_parent_with_no_differing_value_is_not_a_false_alarm(caplog: pytest.LogCaptureFixture) -> None:
     # TorchLens 2.15.0 returns True here too; its labels are the same.
     torch.manual_seed(0)
     model, x = _ConstStateMax(), torch.randn(2, 4)
     assert tl.validate_forward_pass(model, x)
-    assert "did not change its output" not in capsys.readouterr().out
+    assert "did not change its output" not in caplog.text
     log = tl.log_forward_pass(model, x)
     assert log.layer_labels == ["input_1", "full_1_1", "add_1_2", "linear_1_3", "maximum_1_4", "mul_1_5", "output_1"]

@@ -51,6 +51,7 @@ from .log.params import ParamLog as ParamLog
 from .traces import NodeView as NodeView
 from .traces import TraceBundle as TraceBundle
 from .traces import bundle as bundle
+from .traces import compare_logs as compare_logs
 from .validate import check_metadata_invariants as check_metadata_invariants
 from .validate_backward import validate_backward_pass as validate_backward_pass
 from .viz import NodeSpec as NodeSpec
@@ -110,6 +111,7 @@ __all__ = [
     "bundle",
     "check_metadata_invariants",
     "cleanup_tmp",
+    "compare_logs",
     "fastlog",
     "get_model_metadata",
     "load",

@@ -27,6 +27,11 @@ __all__ = [
     "manifest_check",
     "refuse_symlink",
     "write_file",
+    "shard_write",
+    "shard_read_into",
+    "shard_read_range",
+    "shard_recover",
+    "shard_files",
     "FastlogWriter",
     "safetensors_read",
     "backward_graph",
@@ -266,7 +271,9 @@ def bundle_load(
         ``(manifest, metadata, unexpected_files_in_blobs, notices)``: ``manifest`` has
         ``io_format_version``, ``torchlens_version``, ``torch_version``, ``n_layers`` and
         ``tensors`` (dicts with ``blob_id``, ``kind``, ``label``, ``relative_path``, ``dtype``,
-        ``shape``, ``device_at_save``, ``bytes``, ``sha256``); ``metadata`` has ``model_name``,
+        ``shape``, ``device_at_save``, ``bytes`` (format 1, else None), ``shard``, ``offset``,
+        ``length`` (format 2, else None), ``sha256``) and ``shards`` (format 2: dicts with
+        ``relative_path``, ``bytes``, ``data_start``; empty in format 1); ``metadata`` has ``model_name``,
         ``info``, ``capture`` (the ``CaptureData`` fields as plain lists and tuples), ``extras``
         (or None), ``activations`` and ``transformed`` (``(node, blob_id)`` pairs); ``notices``
         are ``("warning" | "deprecation", message)`` pairs to show.
@@ -305,15 +312,66 @@ def refuse_symlink(path: _Path, what: str) -> None:
 def write_file(path: _Path, data: bytes) -> tuple[int, str]:
     """Writes a small file durably (``.partial``, fsync, rename); returns ``(bytes, sha256_hex)``."""
 
+def shard_write(
+    dir: _Path, index: int, items: list[tuple[int, str, list[int], Buffer]]
+) -> tuple[int, int, list[tuple[int, int, int, str]]]:
+    """Writes ``<dir>/shards/<index:05>.safetensors`` holding ``(blob_id, dtype, shape, data)`` items
+    back to back (exact header), checksumming on other threads, without the GIL.
+
+    Returns:
+        ``(file_bytes, data_start, [(blob_id, offset, length, sha256_of_the_bytes)])``.
+
+    Raises:
+        TorchLensIOError: Unsupported dtype, size mismatch, duplicate blob id or an I/O error.
+    """
+
+def shard_read_into(
+    path: _Path, bytes: int, data_start: int, items: list[tuple[int, str, list[int], int, str | None, Buffer]]
+) -> None:
+    """Eagerly reads tensors of one shard in one sequential pass into distinct writable buffers.
+
+    ``items`` are ``(blob_id, dtype, shape, offset, sha256, out)``. The file size, the header
+    (each tensor's name, dtype, shape and range) and every checksum are checked.
+
+    Raises:
+        TorchLensIOError: Truncated or symlinked shard, header mismatch, overlapping ranges or
+            ``Checksum mismatch for blob_id=N``.
+    """
+
+def shard_read_range(path: _Path, offset: int, sha256: str | None, out: Buffer) -> None:
+    """Reads one tensor's byte range (``len(out)`` bytes at ``offset``) of a shard, without its header.
+
+    Raises:
+        TorchLensIOError: Range outside the file, symlinked shard or checksum mismatch.
+    """
+
+def shard_recover(
+    dir: _Path,
+) -> list[tuple[int, int, int, int, str, str, list[int], list[tuple[str, str]]]]:
+    """Recovers the shards of an interrupted streamed capture: keeps each shard's journaled tensors
+    whose bytes are complete and intact, truncates the shard after them and writes its header.
+
+    Returns:
+        ``[(blob_id, shard, offset, length, sha256, dtype, shape, metadata)]`` by blob id.
+    """
+
+def shard_files(dir: _Path) -> list[tuple[int, int, int]]:
+    """``[(index, file_bytes, data_start)]`` of the shard files of a bundle directory, by index."""
+
 @final
 class StreamWriter:
-    """Writes blobs to ``<path>/blobs/`` on a background thread while capture continues."""
+    """Writes tensors on background threads while capture continues: to ``<path>/blobs/`` (one
+    file each, io format 1) or appended to shard files ``<path>/shards/`` (format 2)."""
 
-    def __new__(cls, path: _Path, max_inflight_bytes: int = ..., threads: int = ...) -> StreamWriter:
-        """Starts ``threads`` writer threads; at most ``max_inflight_bytes`` of queued data (one job always fits)."""
+    def __new__(
+        cls, path: _Path, max_inflight_bytes: int = ..., threads: int = ..., shard_bytes: int | None = ...
+    ) -> StreamWriter:
+        """Starts ``threads`` writer threads; at most ``max_inflight_bytes`` of queued data (one job
+        always fits). With ``shard_bytes``, tensors go to shards rolled over after that many data
+        bytes, each journaled in ``<path>/tensors.jsonl`` once written."""
 
     def submit(self, blob_id: int, dtype: str, shape: list[int], metadata: list[tuple[str, str]], data: Buffer) -> None:
-        """Copies ``data`` and queues it as ``blobs/<blob_id>.safetensors``; blocks while the queue is full.
+        """Copies ``data`` and queues it as blob ``blob_id``; blocks while the queue is full.
 
         Raises:
             TorchLensIOError: An earlier write failed, or the writer is finished.
@@ -322,8 +380,10 @@ class StreamWriter:
     def append(self, name: str, data: bytes) -> None:
         """Queues an append of ``data`` to the file ``name`` of the directory, after earlier jobs."""
 
-    def finish(self) -> list[tuple[int, int, str]]:
-        """Waits for every queued write; returns ``[(blob_id, file_bytes, sha256)]`` sorted by blob id.
+    def finish(self) -> list[tuple[int, int, str, int, int]]:
+        """Waits for every queued write; returns ``[(blob_id, bytes, sha256, shard, offset)]`` sorted
+        by blob id: a blob file's size and checksum (``shard`` 0) or, in shards, the tensor's data
+        length, its bytes' checksum, shard index and offset (the latest of each blob id).
 
         Raises:
             TorchLensIOError: If any write failed, or the writer is already finished.

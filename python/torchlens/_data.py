@@ -213,6 +213,8 @@ class ParamInfo:
     nbytes: int
     requires_grad: bool
     param: Any = field(default=None, repr=False, compare=False)
+    # This rank's shard of a sharded (DTensor) parameter; `shape` is the global one. None: not recorded.
+    local_shape: tuple[int, ...] | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -253,10 +255,10 @@ class CaptureData:
     # loaded from a bundle). `autograd_saved`: record -> (bytes, count) of the tensors autograd saved, for
     # ops that saved any. `autocast_states`: interned ((device, enabled, dtype), ...) tuples;
     # `autocast_ids`: record -> index into them, absent meaning 0 (the state when the capture began).
-    autograd_saved: dict[int, tuple[int, int]] | None = None
+    autograd_saved: Any = None  # `_capture.opstate.SavedColumn` or a dict: read with `.get(record, default)`
     autocast_states: list[tuple] | None = None
     autocast_ids: dict[int, int] = field(default_factory=dict)
-    grad_fn_ids: dict[int, int] = field(default_factory=dict)  # record -> id(grad_fn) (live logs only)
+    grad_fn_ids: Any = field(default_factory=dict)  # record -> id(grad_fn), `.get` only (live logs only)
     # (record, value, code, instruction offset, line) per `Tensor.__bool__` on a 0-d bool (conditionals).
     bool_events: list[tuple] = field(default_factory=list)
 

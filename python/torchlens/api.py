@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._capture import distributed as _distributed
 from ._capture import run as _run
 from ._capture.postfunc import check_no_inference_mode
 from ._data import F_PARENTS
@@ -22,6 +23,7 @@ from ._options import (
     resolve_renamed,
     visualization_to_render_kwargs,
 )
+from ._progress import logger as _logger
 from ._selection import resolve, selection_kind
 from ._variants import check_model_and_input_variants
 from .api_grads import attach_gradients, resolve_grad_options
@@ -34,8 +36,8 @@ _FAIL_BANNER = "*" * 78
 
 
 def _check_model(model: Any) -> nn.Module:
-    if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
-        model = model.module
+    # DDP / DataParallel: their `.module`; the FSDP1 wrapper and DTensor tensor parallelism are refused.
+    model = _distributed.unwrap_model(model)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}.")
     name = type(model).__name__
@@ -177,6 +179,18 @@ def log_forward_pass(
     stream_path, keep_in_memory, callback = _resolve_streaming(
         streaming, save_activations_to, keep_activations_in_memory, activation_sink
     )
+    if stream_path is not None:  # under torch.distributed: this rank's shard, rank_{RR}/{name}
+        from .io._ranks import distributed_shard_path
+
+        shard = distributed_shard_path(stream_path)
+        if shard is not None:
+            if (
+                save_gradients_to is not MISSING
+                and save_gradients_to is not None
+                and str(save_gradients_to) == stream_path
+            ):
+                save_gradients_to = str(shard)
+            stream_path = str(shard)
     grads = resolve_grad_options(
         bool(save_gradients),
         gradients_to_save,
@@ -210,7 +224,11 @@ def log_forward_pass(
             "detect_loops": call.detect_loops,
         }
         sink = StreamSink(
-            stream_path, keep_in_memory, type(model).__name__, sink_info, postfunc=activation_postfunc is not None
+            stream_path,
+            keep_in_memory,
+            _distributed.module_class(model).__name__,
+            sink_info,
+            postfunc=activation_postfunc is not None,
         )
     elif callback is not None:
         from .io import CallbackSink
@@ -221,7 +239,7 @@ def log_forward_pass(
     data.caller_site = caller
     saved = dict(cap.session.saved)
     log = build_log(
-        type(model).__name__,
+        _distributed.module_class(model).__name__,
         data,
         saved,
         random_seed=call.random_seed,
@@ -243,7 +261,7 @@ def log_forward_pass(
         _mark_optimized(log, optimizer)
     if verbose:
         print(
-            f"[torchlens] {type(model).__name__}: {len(log)} layers logged; forward {log.time_forward_pass:.3f}s, "
+            f"[torchlens] {log.model_name}: {len(log)} layers logged; forward {log.time_forward_pass:.3f}s, "
             f"post-processing {log.time_postprocessing:.3f}s, total {log.time_total:.3f}s"
         )
     if unwrap_when_done:
@@ -323,7 +341,7 @@ def _capture(
     save: Any = MISSING,
     banner: bool = False,
 ) -> _run.Capture:
-    """One captured forward pass; a failure aborts the streaming sink (and prints the 2.15 banner)."""
+    """One captured forward pass; a failure aborts the streaming sink (and logs the 2.15 banner)."""
     if save is MISSING:
         save = "all" if call.kind == "all" else None
     try:
@@ -344,8 +362,8 @@ def _capture(
     except BaseException as e:
         if sink is not None:
             sink.abort(f"{type(e).__name__}: {e}")
-        if banner:
-            print(
+        if banner:  # 2.15 printed it; here it goes to the torchlens logger (stderr when logging is not set up)
+            _logger.error(
                 f"{_FAIL_BANNER}\nFeature extraction failed; returning model and environment to normal\n{_FAIL_BANNER}"
             )
         raise
@@ -510,12 +528,19 @@ def validate_forward_pass(
     random_seed: int | None = None,
     verbose: bool = False,
     validate_metadata: bool = True,
+    *,
+    progress: bool | None = None,
 ) -> bool:
     """Log `model` and check every saved activation by replaying the ops (spec §11.1).
 
+    Args:
+        progress: A progress bar over the replayed layers: None (default) shows it only on a
+            terminal or in a notebook, True always, False never.
+
     Returns:
         True when the outputs match a plain run, every op replays to its saved value and
-        perturbing any parent changes the op's result; False otherwise (reasons printed).
+        perturbing any parent changes the op's result; False otherwise (the reason is logged as
+        a warning on the ``torchlens`` logger).
     """
     model = _check_model(model)
     if random_seed is None:
@@ -532,4 +557,4 @@ def validate_forward_pass(
         save_rng_states=True,
         random_seed=random_seed,
     )
-    return check_against_truth(log, truth, verbose, validate_metadata)
+    return check_against_truth(log, truth, verbose, validate_metadata, progress)

@@ -24,6 +24,7 @@ from ._options import (
     visualization_to_render_kwargs,
     warn_deprecated,
 )
+from ._progress import progress as _progress
 from ._selection import resolve
 from ._variants import check_model_and_input_variants
 from .api_grads import selected_nids
@@ -150,7 +151,11 @@ _BATCH_COLUMNS = ["model_category", "model_name", "input_name", "validation_succ
 
 
 def validate_batch_of_models_and_inputs(
-    models_and_inputs_dict: dict[str, dict[str, Any]], out_path: str, redo_model_if_already_run: bool = True
+    models_and_inputs_dict: dict[str, dict[str, Any]],
+    out_path: str,
+    redo_model_if_already_run: bool = True,
+    *,
+    progress: bool | None = None,
 ) -> Any:
     """Validate several models on several inputs each and keep the results in a CSV file.
 
@@ -160,25 +165,27 @@ def validate_batch_of_models_and_inputs(
         out_path: The CSV file; read first if it exists, rewritten after each model.
         redo_model_if_already_run: If False, models that already have rows in the file are skipped;
             if True they are validated again and their old rows replaced.
+        progress: A progress bar over the models: None (default) shows it only on a terminal or
+            in a notebook, True always, False never.
 
     Returns:
         A pandas DataFrame with columns model_category, model_name, input_name, validation_success.
     """
     import pandas as pd
-    from tqdm import tqdm
 
     if os.path.exists(out_path):
         table = pd.read_csv(out_path)
     else:
         table = pd.DataFrame(columns=_BATCH_COLUMNS)
     done = set(table["model_name"].astype(str))
-    for name, entry in tqdm(models_and_inputs_dict.items(), desc="Validating models"):
+    items = models_and_inputs_dict.items()
+    for name, entry in _progress(items, total=len(items), desc="Validating models", unit="model", enabled=progress):
         if name in done and not redo_model_if_already_run:
             continue
         model = entry["model_loading_func"]()
         rows = []
         for input_name, inputs in entry["model_sample_inputs"].items():
-            ok = api.validate_forward_pass(model, inputs)
+            ok = api.validate_forward_pass(model, inputs, progress=False)
             rows.append([entry["model_category"], name, input_name, bool(ok)])
         new = pd.DataFrame(rows, columns=_BATCH_COLUMNS)
         kept = table[table["model_name"].astype(str) != name]

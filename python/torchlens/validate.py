@@ -23,6 +23,8 @@ from ._capture.modules import model_device
 from ._capture.run import _clone_inputs, seed_everything, walk_outputs
 from ._data import F_FUNC, F_OUT_INDEX, KIND_OP, ParentRef, map_captured, returns_none_self
 from ._errors import MetadataInvariantError
+from ._progress import logger
+from ._progress import progress as _progress
 from .log import conditionals, modules, params, relations
 
 if TYPE_CHECKING:
@@ -65,7 +67,11 @@ def ground_truth(model: nn.Module, args: list, kwargs: dict, random_seed: int) -
 
 
 def check_against_truth(
-    log: ModelLog, truth_by_role: dict[str, torch.Tensor], verbose: bool, validate_metadata: bool
+    log: ModelLog,
+    truth_by_role: dict[str, torch.Tensor],
+    verbose: bool,
+    validate_metadata: bool,
+    progress: bool | None = None,
 ) -> bool:
     """Validate a log captured with every activation and argument saved, then free it."""
     try:
@@ -73,7 +79,9 @@ def check_against_truth(
         if any(r not in truth_by_role for r in roles):
             return False
         ground = [truth_by_role[r] for r in roles]
-        return log.validate_forward_pass(ground, verbose=verbose, validate_metadata=validate_metadata)
+        return log.validate_forward_pass(
+            ground, verbose=verbose, validate_metadata=validate_metadata, progress=progress
+        )
     finally:
         log.cleanup()
 
@@ -213,9 +221,18 @@ def _parent_value(log: Any, ref: Any) -> Any:
 
 
 def validate_log(
-    log: Any, ground_truth: list[torch.Tensor], verbose: bool = False, validate_metadata: bool = True
+    log: Any,
+    ground_truth: list[torch.Tensor],
+    verbose: bool = False,
+    validate_metadata: bool = True,
+    *,
+    progress: bool | None = None,
 ) -> bool:
-    """`ModelLog.validate_forward_pass`: see the module docstring."""
+    """`ModelLog.validate_forward_pass`: see the module docstring.
+
+    A failed check is reported as a warning on the ``torchlens`` logger and returns False;
+    ``progress`` draws a bar over the layers (None: only on a terminal or in a notebook).
+    """
     if getattr(log, "_loaded_from_bundle", False):
         raise ValueError("validate_forward_pass is not available for logs loaded from a bundle.")
     labels = log._col("labels")
@@ -223,29 +240,20 @@ def validate_log(
     for i, (p, gt) in enumerate(zip(outputs, ground_truth, strict=False)):
         act = log._activation(p)
         if act is None or not _same(act, gt, exact=True):
-            print(f"The {i}th output layer, {labels[p]}, does not match the ground truth output tensor.")
+            logger.warning(f"The {i}th output layer, {labels[p]}, does not match the ground truth output tensor.")
             return False
     if not log._data.func_args:
         warnings.warn(
             "validate_forward_pass: the log has no captured arguments (save_function_args=False).", stacklevel=3
         )
     n = len(log)
-    iterator: Any = range(n)
     t_start = time.perf_counter()
-    try:
-        from tqdm import tqdm
-
-        iterator = tqdm(range(n), desc="Validating saved activations", delay=1.0, leave=False, disable=None)
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        pass
     ok = True
-    for pos in iterator:
+    for pos in _progress(range(n), total=n, desc="Validating saved activations", unit="layer", enabled=progress):
         if not _check_node(log, pos, verbose):
             ok = False
             break
-    if hasattr(iterator, "close"):
-        iterator.close()
-    if verbose:
+    if verbose:  # asked for: printed, as log_forward_pass(verbose=True) prints its timings
         print(f"[torchlens] validated {n} layers in {time.perf_counter() - t_start:.2f}s")
     if not ok:
         return False
@@ -266,7 +274,9 @@ def _check_node(log: Any, pos: int, verbose: bool) -> bool:
             if pv is None:
                 pv = log._activation(parents[0])
             if pv is not None and saved is not None and not _same(saved, pv, exact=True):
-                print(f"Saved activations for layer {labels[pos]} do not match its parent {labels[parents[0]]}.")
+                logger.warning(
+                    f"Saved activations for layer {labels[pos]} do not match its parent {labels[parents[0]]}."
+                )
                 return False
         return True
     kind = log._kind(pos)
@@ -287,7 +297,7 @@ def _check_node(log: Any, pos: int, verbose: bool) -> bool:
     ref_pos = {pon[r.nid] for r in refs if r.nid in pon}
     missing = [labels[q] for q in parents if q not in ref_pos]
     if missing:
-        print(f"Layer {labels[pos]}: parents {missing} are not among its captured arguments.")
+        logger.warning(f"Layer {labels[pos]}: parents {missing} are not among its captured arguments.")
         return False
     values = {r.nid: _parent_value(log, r) for r in refs}
     if any(v is None for v in values.values()):
@@ -298,7 +308,7 @@ def _check_node(log: Any, pos: int, verbose: bool) -> bool:
         warnings.warn(f"Replaying layer {labels[pos]} raised {type(e).__name__}: {e}", stacklevel=2)
         return False
     if not _same(saved, out, exact=False):
-        print(
+        logger.warning(
             f"Saved activations for layer {labels[pos]} do not match the values computed based on the parent "
             f"layers {[labels[q] for q in parents]}."
         )
@@ -347,7 +357,7 @@ def _perturb_ok(
         if _excused(name, out, v, others, fa):
             continue
         p = log._pos_of_nid().get(nid_p)
-        print(
+        logger.warning(
             f"Perturbing parent {labels[p] if p is not None else nid_p} of layer {labels[pos]} did not change its "
             "output; the parent attribution looks wrong."
         )

@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.nn import Parameter
 
 from .._data import FLAG_INPLACE, FLAG_RETURNS_NONE_SELF, FLAG_SELF_NOT_PARENT, OUT_SINGLE
-from .hot import FLAG_INPLACE_ARG, INPLACE_POS_SHIFT, raw_view_as
+from .hot import FLAG_INPLACE_ARG, INPLACE_POS_SHIFT, is_seq_type, raw_view_as
 
 
 def make_call(tag: str, timed: bool) -> Callable[..., Any]:
@@ -94,7 +94,7 @@ def make_call(tag: str, timed: bool) -> Callable[..., Any]:
             if flags & FLAG_RETURNS_NONE_SELF and bottom and args and isinstance(args[0], Tensor):
                 self._log_inplace(args[0], fid, tid, OUT_SINGLE, args, kwargs, bottom)
             return out
-        if to is tuple or to is list or isinstance(out, tuple | list):
+        if to is tuple or to is list or is_seq_type(to):
             items = out
         elif isinstance(out, dict):
             items = out.values()

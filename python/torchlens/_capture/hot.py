@@ -93,6 +93,29 @@ def get_session() -> Any:
     return _session
 
 
+# `isinstance(x, Tensor)` on a non-tensor, and `isinstance(x, tuple | list)`, cost about a
+# microsecond each here (metaclass and union checks), several times a plain call: the hot path
+# tests exact types first and classifies any other type once.
+_TENSOR_TYPE: dict[type, bool] = {}
+_SEQ_TYPE: dict[type, bool] = {}
+
+
+def is_tensor_type(ta: type) -> bool:
+    """`issubclass(ta, Tensor)`, cached per type."""
+    r = _TENSOR_TYPE.get(ta)
+    if r is None:
+        r = _TENSOR_TYPE[ta] = issubclass(ta, torch.Tensor)
+    return r
+
+
+def is_seq_type(ta: type) -> bool:
+    """`issubclass(ta, (tuple, list))`, cached per type (named tuples, torch.Size, return types)."""
+    r = _SEQ_TYPE.get(ta)
+    if r is None:
+        r = _SEQ_TYPE[ta] = issubclass(ta, (tuple, list))
+    return r
+
+
 # Unwrapped C implementations used by the session itself, so its own tensor work is never logged.
 TensorBase = torch._C.TensorBase
 raw_clone = TensorBase.clone

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import hot, wrap
+from . import distributed, hot, wrap
 from .alias import stale
 from .session import Session, _classify, _code_class, _getframe
 from .strings import intern
@@ -176,7 +176,7 @@ class ModelPlan:
                 continue
             self.module_index[id(mod)] = len(self.modules)
             self.modules.append(mod)
-            self.module_types.append(type(mod).__name__)
+            self.module_types.append(distributed.module_class(mod).__name__)
             self.addr_ids.append(intern(addresses[id(mod)]))
             self.identity.append(isinstance(mod, nn.Identity))
 

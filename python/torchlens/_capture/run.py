@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .._data import CaptureData, ModuleInfo, ParamInfo
-from . import hot, wrap
+from . import distributed, hot, wrap
 from .modules import PreparedModel, model_device, object_attributes
 from .session import Session
 from .strings import STRINGS
@@ -180,8 +180,10 @@ def _run_capture_once(
     # costs more than the whole capture, and nothing created here forms cycles that must die early.
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    sharded = None
     try:
         wrap.ensure_wrapped()
+        sharded = distributed.enter(model)  # FSDP2: capture-aware unshard/reshard hooks
         device = model_device(model)
         args = _clone_inputs(args, device)
         kwargs = _clone_inputs(kwargs, device)
@@ -219,6 +221,7 @@ def _run_capture_once(
         return Capture(session, prepared, output, roles, t1 - t0)
     finally:
         hot.set_session(None)
+        distributed.leave(sharded)
         prepared.restore()
         session.strip_tags()
         session.module_index = {}
@@ -260,7 +263,10 @@ def from_capture(cap: Capture) -> CaptureData:
         # Per-module constants are cached on the plan; only the pass counts change per session.
         statics = plan.__dict__.get("_module_statics")
         if statics is None:
-            statics = [(plan.addresses[id(m)], type(m).__name__, plan.all_addresses[id(m)]) for m in plan.modules]
+            statics = [
+                (plan.addresses[id(m)], distributed.module_class(m).__name__, plan.all_addresses[id(m)])
+                for m in plan.modules
+            ]
             plan._module_statics = statics
         for (addr, cls, aliases), n in zip(statics, prep.pass_counts, strict=True):
             if n:
@@ -313,7 +319,7 @@ def _module_snapshot(mod: Any) -> tuple:
         ref = weakref.ref(mod)
     except TypeError:
         ref = None
-    return (ref, bool(mod.training), type(mod))
+    return (ref, bool(mod.training), distributed.module_class(mod))
 
 
 def _param_infos(plan: Any, params: list[tuple[str, Any]]) -> list[ParamInfo]:
@@ -323,7 +329,16 @@ def _param_infos(plan: Any, params: list[tuple[str, Any]]) -> list[ParamInfo]:
     if cached is not None and cached[0] == flags:
         return cached[1]
     infos = [
-        ParamInfo(addr, tuple(p.shape), p.dtype, p.numel(), p.numel() * p.element_size(), flag, weakref.ref(p))
+        ParamInfo(
+            addr,
+            tuple(p.shape),
+            p.dtype,
+            p.numel(),
+            p.numel() * p.element_size(),
+            flag,
+            weakref.ref(p),
+            distributed.local_shape(p),
+        )
         for (addr, p), flag in zip(params, flags, strict=True)
     ]
     if plan is not None:

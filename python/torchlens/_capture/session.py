@@ -36,12 +36,13 @@ from .opstate import OpState
 from .opstate import any_autocast as _any_autocast
 from .postfunc import save_post
 from .strings import intern
+from .tokens import SCALARS as _SCALARS
+from .tokens import stable_hash as _stable_hash
+from .tokens import tok as _tok
 
 TAG = hot.TAG
-_MASK = (1 << 64) - 1
 _PARENT_LIMITS = {intern(name): n for name, n in PARENT_LIMITS.items()}
 _KWARG_PARENTS = {intern(name): names for name, names in KWARG_PARENTS.items()}
-_SCALARS = (int, float, bool, str, type(None), complex)
 _FUNC_NONE = intern("none")
 _TYPE_INPUT = intern("input")
 _TYPE_BUFFER = intern("buffer")
@@ -54,8 +55,8 @@ _getattr = getattr
 _setattr = setattr
 _type = type
 _len = len
-_hash = hash
 _getframe = sys._getframe
+_is_tensor = hot.is_tensor_type
 _BOOL = torch.bool
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Call-stack frames: id(code object) -> 0 keep, 1 skip (torchlens internals), 2 stop (a module call
@@ -77,26 +78,6 @@ def _classify(co: Any) -> int:
     _code_class[id(co)] = c
     _code_keep.append(co)
     return c
-
-
-def _tok(a: Any, depth: int = 0) -> Any:
-    ta = _type(a)
-    if ta is Tensor or isinstance(a, Tensor):
-        return a.shape if ta is not Parameter else None
-    if ta in _SCALARS:
-        return a
-    if (ta is tuple or ta is list) and depth < 10:
-        return tuple([_tok(b, depth + 1) for b in a])
-    if ta is dict and depth < 10:
-        return tuple([(k, _tok(v, depth + 1)) for k, v in a.items()])
-    if ta is slice:  # `x[t0:4] = v` with a 0-d tensor bound: unhashable before Python 3.12
-        return (slice, _tok(a.start, depth + 1), _tok(a.stop, depth + 1), _tok(a.step, depth + 1))
-    try:
-        _hash(a)
-        return a
-    except TypeError:
-        with hot.paused():  # printing a tensor inside `a` runs torch functions: not the model's ops
-            return str(a)
 
 
 class Session:
@@ -182,11 +163,12 @@ class Session:
 
     def _buffers_in(self, items: Any) -> None:
         for a in items:
-            if isinstance(a, Tensor):
+            ta = _type(a)
+            if ta is Tensor or ta is Parameter or _is_tensor(ta):
                 tg = _getattr(a, TAG, None)
                 if tg is not None and tg < 0:
                     self._log_buffer(a, tg)
-            elif _type(a) is list or _type(a) is tuple:
+            elif ta is list or ta is tuple:
                 self._buffers_in(a)
 
     def _scan(self, items: Any, parents: list[int], params: list[int]) -> None:
@@ -204,7 +186,7 @@ class Session:
                     params.append(pid)
             elif ta is tuple or ta is list:
                 self._scan(a, parents, params)
-            elif isinstance(a, Tensor):
+            elif ta not in _SCALARS and _is_tensor(ta):
                 tg = _getattr(a, TAG, None)
                 if tg is not None:
                     if tg < 0:
@@ -244,7 +226,7 @@ class Session:
             elif ta in _SCALARS:
                 toks.append(a)
             else:
-                if ta is tuple or ta is list or isinstance(a, Tensor):
+                if ta is tuple or ta is list or _is_tensor(ta):
                     if nested is None:
                         nested = []
                     self._scan((a,), nested, params)
@@ -266,7 +248,7 @@ class Session:
             tk = (tuple(toks), ())
         self.toks.append(tk)
         self.op_times.append(self._dt)
-        arg_hash = 0 if params else _hash(tk) & _MASK
+        arg_hash = 0 if params else _stable_hash(tk)
         # Call site: the frames between the op and the nearest module call, interned as one id.
         f = _getframe(depth)
         co = f.f_code
@@ -416,7 +398,7 @@ class Session:
         nid = _len(self.records)
         # Fingerprint: shape and dtype only (spec §6.1), so that inputs feeding the same parameter op
         # can merge into one multi-pass input layer, as in 2.15 (`input_1:1`, `input_1:2`).
-        h = _hash((tuple(t.shape), str(t.dtype))) & _MASK
+        h = _stable_hash((tuple(t.shape), str(t.dtype)))
         self.records.append((KIND_INPUT, _FUNC_NONE, _TYPE_INPUT, h, OUT_SINGLE, 0, (), (), intern(role)))
         self._source_extras()
         self._tag_and_meta(t, nid, t.grad_fn)
@@ -462,7 +444,7 @@ class Session:
         tg = _getattr(t, TAG, None)
         if tg is None or tg < 0:
             return
-        h = _hash((tuple(t.shape), str(t.dtype))) & _MASK
+        h = _stable_hash((tuple(t.shape), str(t.dtype)))
         self.outputs.append((tg, intern(role), h))
         self.output_tensors.append(t)
         streamed = getattr(self.sink, "streamed", None)  # a bundle sink knows what it wrote

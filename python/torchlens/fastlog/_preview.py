@@ -48,9 +48,11 @@ def preview_fastlog(
         predicate: Alias of `keep_op` (give one of them).
         keep_op: `f(ctx) -> bool | CaptureSpec | None` for op events, as in `tl.fastlog.record`.
         keep_module: The same for module enter/exit events (colours the module clusters).
-        color_kept, color_rejected, color_unreachable, color_predicate_error: Node fill colours: kept,
-            dropped, never offered to a predicate (outputs, inputs and buffers without
-            `include_source_events`, identity nodes), predicate raised or returned a bad value.
+        color_kept: Fill colour of the nodes a predicate keeps.
+        color_rejected: Fill colour of the nodes a predicate drops.
+        color_unreachable: Fill colour of the nodes never offered to a predicate (outputs, inputs and
+            buffers without `include_source_events`, identity nodes).
+        color_predicate_error: Fill colour of the nodes whose predicate raised or returned a bad value.
         show_predicate_inputs: Add rows with the event's raw label, module and decision to each node.
         show_module_events: Colour module clusters (and collapsed modules) by `keep_module`'s decision.
         **render_kwargs: `render_graph` keywords (`vis_outpath=None` returns the DOT without running

@@ -14,9 +14,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._capture import hot, run, wrap
+from .._capture import distributed, hot, run, wrap
 from .._capture.postfunc import check_no_inference_mode, check_train_output
 from .._options import MISSING, StreamingOptions
+from .._progress import progress as _progress
+from ..io import _ranks
 from ..log.build import metadata_log
 from . import _storage
 from ._recording import _RECORD_POSTPROCESS, Recording
@@ -123,6 +125,7 @@ def _reject_model(model: Any) -> nn.Module:
         )
     if isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel):
         model = model.module
+    distributed.refuse_for_fastlog(model)  # FSDP inside the model, DTensor tensor parallelism
     return model
 
 
@@ -249,6 +252,7 @@ class Recorder:
         if exc_type is not None:
             if self._store is not None:
                 self._store.abort()
+                self._finish_shard()  # the other ranks' index barrier must not wait for this one
             self._recording = rec
             return
         if self._store is not None:
@@ -268,6 +272,7 @@ class Recorder:
             }
             final = self._store.finalize(meta, rec.by_pass, rec.by_label)
             rec._set("bundle_path", str(final))
+            self._finish_shard()
         self._recording = rec
         if d.total_failures and not d.fail_fast:
             raise PredicateError(
@@ -276,6 +281,14 @@ class Recorder:
                 total_count=d.total_failures,
                 overflow=d.overflow,
             )
+
+    def _finish_shard(self) -> None:
+        """Under torch.distributed: barrier, then rank 0 writes the rank index (io/_ranks.py)."""
+        if self.bundle_path is not None:
+            try:
+                _ranks.finish_shard(self.bundle_path, "fastlog")
+            except Exception as e:  # noqa: BLE001 - the shard itself is complete; only the index is missing
+                warnings.warn(f"fastlog: rank index not written: {e}", RuntimeWarning, stacklevel=3)
 
     @property
     def recording(self) -> Recording:
@@ -347,20 +360,18 @@ class Recorder:
         inputs: Iterable[Any],
         *,
         sample_ids: Iterable[Any] | None = None,
-        progress: bool = True,
+        progress: bool | None = None,
         desc: str = "fastlog",
     ) -> list[Any] | None:
-        """Log every input of an iterable (tuples are positional args), with a tqdm progress bar.
+        """Log every input of an iterable (tuples are positional args).
 
-        Outputs are not kept (bounded memory); returns None.
+        ``progress``: a tqdm bar over the inputs; None (default) shows it only on a terminal or
+        in a notebook, True always, False never. Outputs are not kept (bounded memory); returns
+        None.
         """
         ids = iter(sample_ids) if sample_ids is not None else None
-        it: Iterable[Any] = inputs
-        if progress:
-            from tqdm.auto import tqdm
-
-            total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
-            it = tqdm(inputs, total=total, desc=desc, unit="input")
+        total = len(inputs) if hasattr(inputs, "__len__") else None  # type: ignore[arg-type]
+        it = _progress(inputs, total=total, desc=desc, unit="input", enabled=progress, leave=True)
         for i, x in enumerate(it):
             sid = next(ids) if ids is not None else i
             self.log(x, sample_id=sid)

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from ..io import _ranks
 from . import _storage
 from ._types import (
     ActivationRecord,
@@ -197,9 +198,17 @@ def _records_from_entries(entries: list[dict], root: Path, load_payloads: bool) 
     return rec
 
 
-def load(path: str | os.PathLike, *, load_payloads: bool = False, verify: bool = False) -> Recording:
-    """Load a finalized fastlog directory. Records carry ctx/spec/metadata; tensors only with `load_payloads`."""
+def load(path: str | os.PathLike, *, load_payloads: bool = False, verify: bool = False) -> Any:
+    """Load a finalized fastlog directory. Records carry ctx/spec/metadata; tensors only with `load_payloads`.
+
+    The `bundle_path` of a `torch.distributed` run (rank shards `rank_*/{name}` beside it) opens as
+    one lazy `ShardedRecording` over every rank's shard (docs/scaling.md).
+    """
     root = Path(path)
+    if _ranks.is_rank_sharded(root):
+        from ._sharded import open_sharded
+
+        return open_sharded(root, (load, recover), load_payloads=load_payloads, verify=verify, salvage=False)
     if not root.exists():
         ranked = root.parent / "rank_00" / root.name
         if ranked.exists():
@@ -228,6 +237,8 @@ def load(path: str | os.PathLike, *, load_payloads: bool = False, verify: bool =
                 rec._set(k, meta[k])
         if isinstance(meta.get("n_passes"), int):
             rec._set("n_passes", meta["n_passes"])
+        if isinstance(meta.get("sample_ids"), dict):
+            rec._set("sample_ids", {int(k): v for k, v in meta["sample_ids"].items()})
         if isinstance(meta.get("history_size"), int):
             rec._set("history_size", meta["history_size"])
         if isinstance(meta.get("predicate_failure_overflow_count"), int):
@@ -235,9 +246,16 @@ def load(path: str | os.PathLike, *, load_payloads: bool = False, verify: bool =
     return rec
 
 
-def recover(path: str | os.PathLike, *, load_payloads: bool = False) -> Recording:
-    """Load a finalized bundle, or salvage every complete record of an interrupted one."""
+def recover(path: str | os.PathLike, *, load_payloads: bool = False) -> Any:
+    """Load a finalized bundle, or salvage every complete record of an interrupted one.
+
+    A sharded `bundle_path` gives a `ShardedRecording` whose incomplete shards are salvaged too.
+    """
     p = Path(path)
+    if _ranks.is_rank_sharded(p):
+        from ._sharded import open_sharded
+
+        return open_sharded(p, (load, recover), load_payloads=load_payloads, verify=False, salvage=True)
     for cand in (p, p.parent / "rank_00" / p.name):
         if (cand / "manifest.json").is_file():
             return load(cand, load_payloads=load_payloads)

@@ -1,7 +1,8 @@
 """Portable bundles: `save`, `load`, `recover_bundle`, `cleanup_tmp` and streaming capture.
 
 The format is specified in `docs/bundle-format.md`. Nothing here unpickles or executes stored
-content: metadata is JSON, tensors are single-tensor safetensors files, and the Rust core
+content: metadata is JSON, tensors are safetensors files (io format 2: packed into shards; format
+1, still read: one file per tensor), and the Rust core
 (`torchlens._core`) validates the manifest and the metadata, checks sizes and checksums and does
 all file I/O.
 
@@ -13,7 +14,10 @@ all file I/O.
   `finalize_gradient_bundle`.
 * `_grads`: gradients in bundles (`info.gradients`, restoring them on load).
 * `_recover`: `recover_bundle`, `cleanup_tmp`.
-* `_refs`: `LazyActivationRef`, reading a blob, which tensors a blob can hold.
+* `_ranks`: rank shards under `torch.distributed` (`rank_{RR}/{name}`, the `ranks.json` index);
+  `_rank_logs`: `ShardedLogs`, what `load` returns for such a path (docs/scaling.md).
+* `_refs`: `LazyActivationRef`, reading a blob or a shard range, which tensors a file can hold.
+* `_shards`: io format 2, tensors packed into shard files (writing, eager reads, `WRITE_FORMAT`).
 * `_schema`: `CaptureData` <-> `metadata.json`.
 """
 

@@ -30,10 +30,11 @@ import torch
 from .._capture.hot import paused as _paused
 from .._native import core as _core
 from ..log.model_log import ModelLog
+from . import _shards
 from ._grads import GRAD_KINDS, gradient_info
 from ._load import make_ref
 from ._refs import LazyTensorDict, dtype_name, tensor_bytes, unsupported_reason
-from ._save import IO_THREADS, check_target, commit, entry, info_of, mark_partial, tmp_name
+from ._save import IO_THREADS, check_target, commit, info_of, mark_partial, tmp_name, written_entry
 from ._schema import json_safe, metas_json, param_json, records_json
 from ._stream import JOURNAL_FILE, STREAM_QUEUE_BYTES, StreamSink
 
@@ -84,8 +85,11 @@ class GradientStream:
                 sink.commit(log)
             check_target(self.target)
             self.tmp = tmp_name(self.target)
-            (self.tmp / "blobs").mkdir(parents=True)
-        self.writer = _core.StreamWriter(str(self.tmp), STREAM_QUEUE_BYTES, IO_THREADS)
+            _shards.make_dirs(self.tmp)
+        # Same layout as the directory's activations (format 2: new shards after theirs).
+        self.writer = _core.StreamWriter(
+            str(self.tmp), STREAM_QUEUE_BYTES, IO_THREADS, _shards.stream_shard_bytes(self.tmp)
+        )
         self.known = frozenset(log._node_ids)
         if self.act is None:
             self._journal(log)
@@ -174,19 +178,20 @@ class GradientStream:
     # ------------------------------------------------------------------ finalization
     def entries(self, log: ModelLog) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """Wait for the writes; the gradients' manifest entries and `info.gradients` (sets
-        `self.unsupported`). Superseded blobs are deleted."""
-        written = {bid: (n, sha) for bid, n, sha in self.writer.finish()}
+        `self.unsupported`). Superseded blobs are deleted (format 2: their bytes stay in the
+        shard, unlisted)."""
+        written = {bid: (n, sha, shard, off) for bid, n, sha, shard, off in self.writer.finish()}
         labels = log._col("labels_w_pass")
         pos_of = log._pos_of_nid()
         tensors: list[dict[str, Any]] = []
         maps: dict[str, list[list[int]]] = {k: [] for k in GRAD_KINDS}
         for kind in GRAD_KINDS:
             for nid, (bid, dtype, shape, dev) in sorted(self.blobs[kind].items()):
-                n, sha = written[bid]
-                tensors.append(entry(bid, labels[pos_of[nid]], dtype, shape, dev, n, sha, kind))
+                tensors.append(written_entry(bid, labels[pos_of[nid]], dtype, shape, dev, written[bid], kind))
                 maps[kind].append([nid, bid])
-        for bid in self.obsolete:
-            os.remove(self.tmp / f"blobs/{bid:010d}.safetensors")  # type: ignore[operator]
+        for bid in self.obsolete:  # in format 2 their bytes stay in the shard, unlisted
+            if bid in written and not written[bid][2]:
+                os.remove(self.tmp / f"blobs/{bid:010d}.safetensors")  # type: ignore[operator]
         self.unsupported = [
             {"label": labels[pos_of[nid]], "kind": kind, "reason": reason}
             for (kind, nid), reason in sorted(self.skipped.items(), key=lambda kv: (kv[0][1], kv[0][0]))

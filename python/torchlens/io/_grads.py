@@ -136,20 +136,20 @@ def restore(
 
 
 def recovered_gradients(
-    found: list[tuple[int, str, int, dict[str, Any], Path]], base: Any, known: set[int]
+    found: list[tuple[int, str, int, dict[str, Any], Path | None]], base: Any, known: set[int]
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """Gradients of an interrupted gradient stream (`recover_bundle`): `found` lists (arrival
-    seq, kind, node id, manifest entry, file) of each complete blob; `base` is the journal's
+    seq, kind, node id, manifest entry, file or None in a shard) of each complete blob; `base` is the journal's
     `info.gradients` (the capture's options) or None; `known` the node ids of the recovered log
     (it has no output nodes). Keeps the latest blob of each (kind, node)
     and deletes the others; returns the manifest entries and `info.gradients` (None when there
     is neither)."""
-    latest: dict[tuple[str, int], tuple[dict[str, Any], Path]] = {}
+    latest: dict[tuple[str, int], tuple[dict[str, Any], Path | None]] = {}
     first: dict[int, int] = {}
     for seq, kind, nid, ent, f in sorted(found, key=lambda x: x[0]):
         first.setdefault(nid, seq)
         old = latest.get((kind, nid))
-        if old is not None:
+        if old is not None and old[1] is not None:  # format 2 (no file): bytes stay in the shard
             old[1].unlink()
         latest[(kind, nid)] = (ent, f)
     if not latest and base is None:

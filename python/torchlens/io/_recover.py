@@ -12,8 +12,10 @@ from pathlib import Path
 
 from .._errors import TorchLensIOError
 from .._native import core as _core
+from . import _shards
 from ._grads import GRAD_KINDS, recovered_gradients
 from ._load import incomplete_siblings
+from ._ranks import is_rank_sharded, open_shards
 from ._save import check_target, commit, entry, info_of
 from ._schema import build_log, capture_from_plain
 from ._stream import JOURNAL_FILE
@@ -30,11 +32,32 @@ def _find_incomplete(path: Path) -> tuple[Path, Path]:
     return inc[-1], path
 
 
+def _classify(bid: int, hm: dict[str, str], pos_of: dict[int, int]) -> tuple[int, str, str, int] | None:
+    """(node id, kind, device, arrival seq) of a recovered tensor, or None when it belongs to no
+    node of the recovered log (or its metadata is unreadable)."""
+    try:
+        nid = int(hm["node"])
+        kind = str(hm.get("kind", "activation"))
+        seq = int(hm["seq"]) if kind in GRAD_KINDS else 0
+    except (KeyError, ValueError):
+        return None
+    if nid not in pos_of:
+        return None
+    if kind in GRAD_KINDS:  # gradient blob ids are allocated per arrival
+        return nid, kind, str(hm.get("device", "cpu")), seq
+    # Streamed blob ids: node + 1; with a postfunc 2 * node + 1 (raw) and 2 * node + 2 (transformed).
+    ids = (nid + 1, 2 * nid + 1) if kind == "activation" else (2 * nid + 2,)
+    if kind not in ("activation", "transformed_activation") or bid not in ids:
+        return None
+    return nid, kind, str(hm.get("device", "cpu")), seq
+
+
 def recover_bundle(path: str | os.PathLike) -> str:
     """Turn the temp directory of an interrupted streamed capture into a valid bundle.
 
     Args:
         path: The bundle path the capture was streaming to, or its `{name}.tmp.{hex}` directory.
+            The bundle path of a `torch.distributed` capture recovers every incomplete rank shard.
 
     Returns:
         The path of the recovered bundle (the original target path). Its log holds the operations
@@ -48,6 +71,11 @@ def recover_bundle(path: str | os.PathLike) -> str:
     p = Path(os.fspath(path))
     if (p / "manifest.json").exists():
         return str(p)
+    if is_rank_sharded(p) and not incomplete_siblings(p):  # a torch.distributed bundle path: each incomplete shard
+        for s in open_shards(p).incomplete:
+            if incomplete_siblings(s.path):
+                recover_bundle(s.path)
+        return str(p)
     tmp, target = _find_incomplete(p)
     _core.refuse_symlink(str(tmp), "bundle directory")
     check_target(target)
@@ -60,7 +88,19 @@ def recover_bundle(path: str | os.PathLike) -> str:
     pos_of = {nid: q for q, nid in enumerate(log._node_ids)}
     tensors = []
     maps: dict[str, list[list[int]]] = {"activation": [], "transformed_activation": []}
-    found_grads: list[tuple[int, str, int, dict, Path]] = []
+    found_grads: list[tuple[int, str, int, dict, Path | None]] = []
+    if _shards.packed(tmp):  # format 2: the complete, intact tensors of the shards' journal
+        for bid, shard, off, length, sha, dtype, shape, meta in _core.shard_recover(str(tmp)):
+            found = _classify(bid, dict(meta), pos_of)
+            if found is None:
+                continue  # its bytes stay in the shard, unlisted
+            nid, kind, dev, seq = found
+            ent = _shards.entry(bid, labels[pos_of[nid]], dtype, shape, dev, shard, off, length, sha, kind)
+            if kind in GRAD_KINDS:
+                found_grads.append((seq, kind, nid, ent, None))
+            else:
+                tensors.append(ent)
+                maps[kind].append([nid, bid])
     blobs = tmp / "blobs"
     for f in sorted(blobs.iterdir()) if blobs.is_dir() else []:
         if f.is_symlink() or not f.name.endswith(".safetensors") or not f.is_file():
@@ -69,26 +109,19 @@ def recover_bundle(path: str | os.PathLike) -> str:
             continue
         try:
             dtype, shape, hmeta, nbytes, sha = _core.blob_scan(str(f))
-            hm = dict(hmeta)
-            nid = int(hm["node"])
-            kind = str(hm.get("kind", "activation"))
-            dev = str(hm.get("device", "cpu"))
-            bid = int(f.name.split(".")[0])
-            seq = int(hm["seq"]) if kind in GRAD_KINDS else 0
-        except (TorchLensIOError, KeyError, ValueError):
-            f.unlink()  # cut short by the crash
-            continue
-        if kind in GRAD_KINDS and nid in pos_of:  # gradient blob ids are allocated per arrival
-            ent = entry(bid, labels[pos_of[nid]], dtype, shape, dev, nbytes, sha, kind)
-            found_grads.append((seq, kind, nid, ent, f))
-            continue
-        # Streamed blob ids: node + 1; with a postfunc 2 * node + 1 (raw) and 2 * node + 2 (transformed).
-        ids = (nid + 1, 2 * nid + 1) if kind == "activation" else (2 * nid + 2,)
-        if nid not in pos_of or kind not in maps or bid not in ids:
+            found = _classify(int(f.name.split(".")[0]), dict(hmeta), pos_of)
+        except (TorchLensIOError, ValueError):
+            found = None  # cut short by the crash
+        if found is None:
             f.unlink()
             continue
-        tensors.append(entry(bid, labels[pos_of[nid]], dtype, shape, dev, nbytes, sha, kind))
-        maps[kind].append([nid, bid])
+        nid, kind, dev, seq = found
+        ent = entry(int(f.name.split(".")[0]), labels[pos_of[nid]], dtype, shape, dev, nbytes, sha, kind)
+        if kind in GRAD_KINDS:
+            found_grads.append((seq, kind, nid, ent, f))
+        else:
+            tensors.append(ent)
+            maps[kind].append([nid, ent["blob_id"]])
     for extra in (JOURNAL_FILE, "PARTIAL", "REASON.txt"):
         try:
             (tmp / extra).unlink()

@@ -1,4 +1,5 @@
-"""Tensors of a bundle on disk: lazy references, reading a blob, and what a blob can hold.
+"""Tensors of a bundle on disk: lazy references, reading a blob or a shard range, and what a
+tensor file can hold.
 
 Which dtypes a tensor file can hold is decided by the Rust core's one dtype table
 (`_core.TENSOR_DTYPES`, torch names); Python only derives a dtype's name from torch itself.
@@ -6,6 +7,7 @@ Which dtypes a tensor file can hold is decided by the Rust core's one dtype tabl
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,15 +25,20 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+@functools.lru_cache(maxsize=256)
 def torch_dtype(name: str) -> torch.dtype | None:
-    """The torch dtype called `name`, or None when torch has no such dtype."""
+    """The torch dtype called `name`, or None when torch has no such dtype (memoized: a load
+    asks for the same few names thousands of times)."""
     d = getattr(torch, name, None) if name.isidentifier() else None
     return d if isinstance(d, torch.dtype) else None
 
 
 @dataclass(frozen=True)
 class LazyActivationRef:
-    """A tensor of a bundle that is read only when `materialize()` is called."""
+    """A tensor of a bundle that is read only when `materialize()` is called.
+
+    In an io format 2 bundle `relative_path` names the tensor's shard and `offset` the first
+    byte of its data there (None in format 1, where `relative_path` is its own blob file)."""
 
     blob_id: int
     shape: tuple[int, ...]
@@ -41,9 +48,13 @@ class LazyActivationRef:
     relative_path: str
     kind: str
     expected_sha256: str
+    offset: int | None = None
 
     def materialize(self, map_location: Any = "cpu") -> torch.Tensor:
-        """Open, checksum, decode and close this blob; return the tensor on `map_location`."""
+        """Read and checksum this tensor (format 2: only its byte range of the shard; format 1:
+        its blob file); return the tensor on `map_location`."""
+        if self.offset is not None:
+            return read_range(self, map_location)
         return read_blob(
             Path(self.source_bundle_path) / self.relative_path,
             self.dtype,
@@ -81,6 +92,25 @@ def read_blob(path: Path, dtype: str, shape: tuple[int, ...], sha: str | None, m
     t = torch.empty(tuple(shape), dtype=tdt)
     buf = t.reshape(-1).view(torch.uint8).numpy() if t.dim() else t.reshape(1).view(torch.uint8).numpy()
     _core.blob_read_into(str(path), dtype, list(shape), sha, buf)
+    if map_location is not None and str(map_location) != "cpu":
+        t = t.to(map_location)
+    return t
+
+
+def empty_for(dtype: str, shape: tuple[int, ...], where: Any) -> tuple[torch.Tensor, Any]:
+    """A fresh CPU tensor of `dtype` / `shape` and a writable uint8 numpy view of its bytes."""
+    tdt = torch_dtype(dtype)
+    if tdt is None or dtype not in SUPPORTED_DTYPES:
+        raise TorchLensIOError(f"unsupported dtype {dtype!r} in {where}")
+    t = torch.empty(tuple(shape), dtype=tdt)
+    return t, (t.reshape(-1) if t.dim() else t.reshape(1)).view(torch.uint8).numpy()
+
+
+def read_range(ref: LazyActivationRef, map_location: Any) -> torch.Tensor:
+    """Read one format-2 tensor: only its byte range of the shard is read; checksum verified."""
+    path = Path(ref.source_bundle_path) / ref.relative_path
+    t, buf = empty_for(ref.dtype, ref.shape, path)
+    _core.shard_read_range(str(path), ref.offset, ref.expected_sha256, buf)
     if map_location is not None and str(map_location) != "cpu":
         t = t.to(map_location)
     return t

@@ -1,5 +1,6 @@
 """Writing bundles: `save`, and the commit (metadata, manifest, atomic rename) that streamed
-captures and recovery share.
+captures and recovery share. New bundles use io format 2 (tensors packed into shards, `_shards`);
+`_shards.WRITE_FORMAT = 1` writes the one-file-per-tensor layout of format 1.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .._errors import TorchLensIOError
 from .._native import core as _core
 from ..log import conditionals
 from ..log.model_log import ModelLog
+from . import _shards
 from ._grads import GRAD_KINDS, gradient_info, gradient_sources
 from ._refs import LazyActivationRef, dtype_name, tensor_bytes, unsupported_reason
 from ._schema import METADATA_SCHEMA, METADATA_VERSION, data_to_json, extras_to_json, json_safe
@@ -32,9 +34,9 @@ IO_THREADS = min(4, os.cpu_count() or 1)
 _ACT_KINDS = ("activation", "transformed_activation")
 
 
-def _versions() -> dict[str, Any]:
+def _versions(fmt: int) -> dict[str, Any]:
     return {
-        "io_format_version": _core.IO_FORMAT_VERSION,
+        "io_format_version": fmt,
         "torchlens_version": _core.__version__,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
@@ -92,23 +94,63 @@ def commit(
     }
     nbytes, sha = _core.write_file(str(tmp / "metadata.json"), json.dumps(meta, separators=(",", ":")).encode())
     tensors = sorted(tensors, key=lambda e: e["blob_id"])
+    shards = _shards.manifest_shards(tmp)  # None: format 1 (one file per tensor)
     manifest = {
-        **_versions(),
+        **_versions(1 if shards is None else 2),
         "n_layers": n_layers,
         "n_activation_blobs": sum(1 for t in tensors if t["kind"] in _ACT_KINDS),
         "n_gradient_blobs": sum(1 for t in tensors if t["kind"] in GRAD_KINDS),
         "n_auxiliary_blobs": sum(1 for t in tensors if t["kind"] not in _ACT_KINDS + GRAD_KINDS),
         "metadata": {"relative_path": "metadata.json", "format": "json", "bytes": nbytes, "sha256": sha},
+        **({} if shards is None else {"shards": shards}),
         "tensors": tensors,
         "unsupported_tensors": unsupported,
     }
-    _core.bundle_commit(str(tmp), str(target), json.dumps(manifest, indent=2).encode())
+    _core.bundle_commit(str(tmp), str(target), manifest_text(manifest).encode())
+
+
+_COMPACT = json.JSONEncoder(separators=(", ", ": "))
+
+
+def _lines(items: list[dict[str, Any]]) -> str:
+    """`items` encoded in one C-encoder call, then cut into one line per item: each item starts
+    with the same key, and `}, {"key"` cannot occur inside an encoded string (its quote would be
+    escaped)."""
+    first = next(iter(items[0]), None)
+    text = _COMPACT.encode(items)[1:-1]
+    if first is None or any(next(iter(it), None) != first for it in items):
+        return ",\n    ".join(map(_COMPACT.encode, items))
+    key = json.dumps(first)
+    return text.replace(f"}}, {{{key}", f"}},\n    {{{key}")
+
+
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """The manifest as JSON: one top-level key per line and one tensor entry per line (the C
+    encoder writes them; `indent=2` would go through the slow pure-Python one)."""
+    lines = []
+    for k, v in manifest.items():
+        if isinstance(v, list) and v and k in ("tensors", "shards"):
+            lines.append(f"  {json.dumps(k)}: [\n    {_lines(v)}\n  ]")
+        else:
+            lines.append(f"  {json.dumps(k)}: {_COMPACT.encode(v)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def written_entry(
+    blob_id: int, label: str, dtype: str, shape: Any, device: str, written: tuple, kind: str
+) -> dict[str, Any]:
+    """The manifest entry of a tensor a `_core.StreamWriter` wrote: `written` is its
+    `(bytes, sha256, shard, offset)` (shard 0: its own blob file, format 1)."""
+    n, sha, shard, offset = written
+    if shard:
+        return _shards.entry(blob_id, label, dtype, shape, device, shard, offset, n, sha, kind)
+    return entry(blob_id, label, dtype, shape, device, n, sha, kind)
 
 
 def entry(
     blob_id: int, label: str, dtype: str, shape: Any, device: str, nbytes: int, sha: str, kind: str = "activation"
 ) -> dict[str, Any]:
-    """One manifest tensor entry."""
+    """One format-1 manifest tensor entry."""
     return {
         "blob_id": blob_id,
         "kind": kind,
@@ -176,7 +218,7 @@ def save(
         os.rename(target, backup)
     tmp = tmp_name(target)
     try:
-        (tmp / "blobs").mkdir(parents=True)
+        _shards.make_dirs(tmp)
         _save_into(model_log, tmp, target, include_activations, include_gradients, strict)
     except BaseException as e:
         mark_partial(tmp, f"{type(e).__name__}: {e}")
@@ -189,7 +231,23 @@ def save(
         shutil.rmtree(backup, ignore_errors=True)
 
 
+def _reread(ref: LazyActivationRef) -> torch.Tensor:
+    """A tensor of a lazily loaded source bundle, read again (checksum verified)."""
+    try:
+        return ref.materialize("cpu")
+    except TorchLensIOError as e:
+        if "checksum mismatch" in str(e).lower():
+            raise TorchLensIOError(
+                "source bundle manifest has changed since load; materialize refs and retry"
+            ) from None
+        raise
+
+
 def _copy_blob(ref: LazyActivationRef, dest: Path, blob_id: int, label: str, kind: str) -> dict[str, Any]:
+    if ref.offset is not None:  # a tensor of a sharded source bundle gets its own file
+        t = _reread(ref)
+        out = write_tensor(t, dest, blob_id, label, -1, kind)
+        return {**out, "device_at_save": ref.device_at_save}
     src = Path(ref.source_bundle_path) / ref.relative_path
     _core.refuse_symlink(str(src), "blob")
     _, _, _, nbytes, sha = _core.blob_scan(str(src))
@@ -227,6 +285,8 @@ def _save_into(
         sources.append(("transformed_activation", dict(getattr(log, "_transformed", None) or {})))
     if include_gradients:
         sources.extend(gradient_sources(log))
+    sharded = _shards.packed(tmp)
+    items: list[tuple[int, str, int, str, str, torch.Tensor]] = []
     for kind, mapping in sources:
         for nid in sorted(mapping):
             if nid not in pos_of:
@@ -238,8 +298,10 @@ def _save_into(
                 maps[kind].append([nid, memo[key]])
                 continue
             blob_id = next_id
-            dest = tmp / f"blobs/{blob_id:010d}.safetensors"
-            if isinstance(src, LazyActivationRef):
+            dest = None if sharded else tmp / f"blobs/{blob_id:010d}.safetensors"
+            if isinstance(src, LazyActivationRef) and sharded:
+                items.append((blob_id, label, nid, kind, src.device_at_save, _reread(src)))
+            elif isinstance(src, LazyActivationRef):
                 jobs.append((_copy_blob, (src, dest, blob_id, label, kind)))
             else:
                 reason = unsupported_reason(src)
@@ -248,10 +310,15 @@ def _save_into(
                         raise TorchLensIOError(f"Unsupported tensor for bundle save at {label} ({kind}): {reason}")
                     unsupported.append({"label": label, "kind": kind, "reason": reason})
                     continue
-                jobs.append((write_tensor, (src, dest, blob_id, label, nid, kind)))
+                if sharded:
+                    items.append((blob_id, label, nid, kind, str(src.device), src))
+                else:
+                    jobs.append((write_tensor, (src, dest, blob_id, label, nid, kind)))
             memo[key] = blob_id
             next_id += 1
             maps[kind].append([nid, blob_id])
+    if items:  # format 2: packed into shards, each written in one sequential pass
+        tensors.extend(_shards.write_tensors(tmp, items))
     # The Rust writes release the GIL: a few threads overlap checksumming, copies and disk I/O.
     if len(jobs) > 1:
         with ThreadPoolExecutor(max_workers=IO_THREADS) as pool:

@@ -63,10 +63,11 @@ def data_to_json(data: CaptureData) -> dict[str, Any]:
         "records": records_json(data.records),
         "meta_ids": list(data.meta_ids),
         "metas": metas_json(data.metas),
-        "module_stacks": [[list(p) for p in st] for st in data.module_stacks],
-        "module_exits": [list(e) for e in data.module_exits],
-        "module_passes": [list(p) for p in data.module_passes],
-        "outputs": [list(o) for o in data.outputs],
+        # Tuples encode as JSON arrays: the (nested) tuples go to the encoder as they are.
+        "module_stacks": list(data.module_stacks),
+        "module_exits": list(data.module_exits),
+        "module_passes": list(data.module_passes),
+        "outputs": list(data.outputs),
         "modules": [
             {
                 "address": m.address,
@@ -104,12 +105,17 @@ def _enc_tok(v: Any, depth: int = 0) -> Any:
     return {"repr": str(v)}
 
 
+_SCALAR_TYPES = frozenset((bool, int, float, str))
+_INT_ONLY = frozenset((int,))
+
+
 def _dec_tok(v: Any, depth: int = 0) -> Any:
-    if v is None or type(v) in (bool, int, float, str):
+    if v is None or type(v) in _SCALAR_TYPES:
         return v
     if type(v) is dict and len(v) == 1 and depth < 20:
-        if "size" in v and type(v["size"]) is list and all(type(x) is int for x in v["size"]):
-            return torch.Size(v["size"])
+        size = v.get("size")
+        if type(size) is list and set(map(type, size)) <= _INT_ONLY:  # ints only (no bools)
+            return torch.Size(size)
         if "t" in v and type(v["t"]) is list:
             return tuple(_dec_tok(x, depth + 1) for x in v["t"])
         if "repr" in v and type(v["repr"]) is str:
@@ -127,6 +133,8 @@ def _enc_toks_entry(entry: Any) -> dict[str, Any]:
 
 
 def _dec_toks_entry(v: Any) -> tuple[tuple, tuple]:
+    if type(v) is dict and len(v) == 1 and type(v.get("a")) is list:  # no keyword arguments
+        return tuple(map(_dec_tok, v["a"])), ()
     if type(v) is dict and "a" in v and type(v["a"]) is list and set(v) <= {"a", "k"}:
         kw = v.get("k", [])
         if type(kw) is not list or not all(type(p) is list and len(p) == 2 and type(p[0]) is str for p in kw):

@@ -15,10 +15,12 @@ from .._capture.hot import paused as _paused
 from .._errors import TorchLensIOError
 from .._native import core as _core
 from ..log.model_log import ModelLog
+from . import _shards
 from ._callback import raw_label_now
 from ._load import make_ref
+from ._ranks import finish_shard
 from ._refs import LazyActivationRef, LazyTensorDict, dtype_name, tensor_bytes, unsupported_reason
-from ._save import IO_THREADS, check_target, commit, entry, info_of, mark_partial, tmp_name
+from ._save import IO_THREADS, check_target, commit, info_of, mark_partial, tmp_name, written_entry
 from ._schema import json_safe, metas_json, param_json, records_json
 
 # Bytes of streamed tensors that may wait for the writer thread before the forward pass blocks.
@@ -39,9 +41,11 @@ class StreamSink:
         self.target = Path(os.fspath(target))
         check_target(self.target)
         self.tmp = tmp_name(self.target)
-        (self.tmp / "blobs").mkdir(parents=True)
+        _shards.make_dirs(self.tmp)
         self.keep = keep
-        self.writer = _core.StreamWriter(str(self.tmp), STREAM_QUEUE_BYTES, IO_THREADS)
+        self.writer = _core.StreamWriter(
+            str(self.tmp), STREAM_QUEUE_BYTES, IO_THREADS, _shards.stream_shard_bytes(self.tmp)
+        )
         self.nodes: dict[int, tuple[str, tuple[int, ...], str]] = {}
         # Node id -> (dtype, shape, device) of its activation_postfunc output (`post`).
         self.tnodes: dict[int, tuple[str, tuple[int, ...], str]] = {}
@@ -182,7 +186,7 @@ class StreamSink:
             self._own_output_values(log, n_rec)
             if deferred and self._session is not None:
                 self.journal(self._session)
-            written = {bid: (n, sha) for bid, n, sha in self.writer.finish()}
+            written = {bid: (n, sha, shard, off) for bid, n, sha, shard, off in self.writer.finish()}
             labels = log._col("labels_w_pass")
             tensors = []
             maps: dict[str, list[list[int]]] = {"activation": [], "transformed_activation": []}
@@ -196,11 +200,12 @@ class StreamSink:
                         maps[kind].append([nid, bid])  # an output shares its producer's blob
                         if nid == src:
                             dtype, shape, dev = nodes[src]
-                            n, sha = written[bid]
-                            tensors.append(entry(bid, labels[pos], dtype, shape, dev, n, sha, kind))
+                            tensors.append(written_entry(bid, labels[pos], dtype, shape, dev, written[bid], kind))
             listed = {t["blob_id"] for t in tensors}
             for bid in list(written):
-                if bid not in listed:  # a saved node removed as an orphan: not part of the bundle
+                # A saved node removed as an orphan is not part of the bundle (in format 2 its
+                # bytes stay in the shard, unlisted).
+                if bid not in listed and not written[bid][2]:
                     os.remove(self.tmp / f"blobs/{bid:010d}.safetensors")
         except BaseException as e:
             mark_partial(self.tmp, f"{type(e).__name__}: {e}")
@@ -237,6 +242,7 @@ class StreamSink:
             raise
         if not self.keep:
             self._refs_instead_of_tensors(log, tensors, maps, self.target)
+        finish_shard(self.target, "bundle")  # under torch.distributed: barrier, rank 0 writes ranks.json
 
     def _own_output_values(self, log: ModelLog, n_rec: int) -> None:
         """An output whose producer's value went stale (written through a view before the return)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .._capture import distributed as _distributed
 from .._capture import run as _run
 from .._native import core as _core
 from .model_log import ModelLog
@@ -55,7 +56,7 @@ def metadata_log(model: nn.Module, input_args: Any, input_kwargs: dict[str, Any]
     cap = _run.run_capture(model, args, kwargs, None, False, seed, extras)
     data = _run.from_capture(cap)
     return build_log(
-        type(model).__name__,
+        _distributed.module_class(model).__name__,
         data,
         {},
         random_seed=seed,

@@ -423,9 +423,18 @@ class ModelLog(RecordView, FacadeMethods, BackwardMethods, ConditionalMethods):
         )
 
     def validate_forward_pass(
-        self, ground_truth_output_tensors: list[torch.Tensor], verbose: bool = False, validate_metadata: bool = True
+        self,
+        ground_truth_output_tensors: list[torch.Tensor],
+        verbose: bool = False,
+        validate_metadata: bool = True,
+        *,
+        progress: bool | None = None,
     ) -> bool:
-        """Replay every op from its parents' saved activations and compare (spec §11.2)."""
+        """Replay every op from its parents' saved activations and compare (spec §11.2).
+
+        A failed check is logged as a warning on the ``torchlens`` logger. ``progress``: a bar
+        over the layers; None (default) only on a terminal or in a notebook.
+        """
         if not self._all_layers_logged:
             raise ValueError(
                 "validate_forward_pass needs every layer; this log dropped the layers without saved "
@@ -433,7 +442,7 @@ class ModelLog(RecordView, FacadeMethods, BackwardMethods, ConditionalMethods):
             )
         from ..validate import validate_log  # facade
 
-        return validate_log(self, ground_truth_output_tensors, verbose, validate_metadata)
+        return validate_log(self, ground_truth_output_tensors, verbose, validate_metadata, progress=progress)
 
     def validate_saved_activations(
         self, ground_truth_output_tensors: list[torch.Tensor], verbose: bool = False, validate_metadata: bool = True

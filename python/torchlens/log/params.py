@@ -30,6 +30,10 @@ class ParamLog(ExportMixin):
         self.address = info.address
         self.name = info.name
         self.shape = tuple(info.shape)
+        # A parameter sharded over ranks (FSDP2 `fully_shard`): `shape` is the whole parameter's,
+        # `local_shape` this rank's shard (None in a log loaded from a bundle, which does not store it).
+        self.global_shape = self.shape
+        self.local_shape = None if info.local_shape is None else tuple(info.local_shape)
         self.dtype = info.dtype
         self.num_params = info.numel
         self.memory = info.nbytes
@@ -40,6 +44,11 @@ class ParamLog(ExportMixin):
         self.barcode = f"param_{index}"
         self._param_ref = info.param
         self._grad_cache: tuple | None = None
+
+    @property
+    def is_sharded(self) -> bool:
+        """Whether this rank holds only a shard of the parameter (`local_shape` differs from `shape`)."""
+        return self.local_shape is not None and self.local_shape != self.shape
 
     @property
     def memory_str(self) -> str:
@@ -127,6 +136,7 @@ class ParamLog(ExportMixin):
         lines = [
             f"ParamLog: {self.address}",
             f"  shape: {self.shape}",
+            *([f"  local_shape: {self.local_shape}"] if self.is_sharded else []),
             f"  dtype: {self.dtype}",
             f"  size: {self.num_params} params ({self.memory_str})",
             "  trainable" if self.trainable else "  frozen",

@@ -9,6 +9,7 @@ use torchlens_core::CoreError;
 use torchlens_core::bundle::blob::{parse_header, read_blob_into, scan_blob, write_blob};
 use torchlens_core::bundle::dir::{commit, open_bundle, read_metadata, write_file};
 use torchlens_core::bundle::manifest::parse_manifest;
+use torchlens_core::bundle::shard::read_range;
 use torchlens_core::bundle::writer::{Job, StreamWriter};
 use torchlens_core::bundle::{blob_relative_path, sha256_hex};
 
@@ -92,9 +93,10 @@ fn manifest_validation_names_the_problem() {
         assert!(err.to_string().contains(needle), "{err} lacks {needle}");
     };
     check(
-        &|v| v["io_format_version"] = json!(2),
+        &|v| v["io_format_version"] = json!(3),
         "newer than this torchlens supports",
     );
+    check(&|v| v["io_format_version"] = json!(2), "io format 2 entries have shard");
     check(
         &|v| v["tensors"][0]["relative_path"] = json!("../x"),
         "paths outside blobs/ are refused",
@@ -105,6 +107,73 @@ fn manifest_validation_names_the_problem() {
     check(&|v| v["tensors"][0]["sha256"] = json!("xyz"), "sha256");
     check(&|v| v["metadata"]["relative_path"] = json!("metadata.pkl"), "metadata");
     check(&|v| v["tensors"][0]["shape"] = json!([u64::MAX, u64::MAX]), "overflows");
+}
+
+/// A format-2 manifest: two float32 [4] tensors back to back in one 48-byte shard.
+fn sharded_manifest() -> Value {
+    let sha = "0".repeat(64);
+    let t = |id: u64, offset: u64| {
+        json!({
+            "blob_id": id, "kind": "activation", "label": "x", "relative_path": "shards/00001.safetensors",
+            "shard": 1, "offset": offset, "length": 16, "backend": "safetensors", "shape": [4],
+            "dtype": "float32", "device_at_save": "cpu", "layout": "strided", "sha256": sha,
+        })
+    };
+    let mut m = manifest(&[t(1, 16), t(2, 32)], b"{}");
+    m["io_format_version"] = json!(2);
+    m["shards"] = json!([{"relative_path": "shards/00001.safetensors", "bytes": 48, "data_start": 16}]);
+    m
+}
+
+#[test]
+fn sharded_manifest_ranges_are_checked() {
+    let parsed = parse_manifest(&serde_json::to_vec(&sharded_manifest()).unwrap()).unwrap();
+    assert_eq!(parsed.shards.len(), 1);
+    let check = |f: &dyn Fn(&mut Value), needle: &str| {
+        let mut v = sharded_manifest();
+        f(&mut v);
+        let err = parse_manifest(&serde_json::to_vec(&v).unwrap()).unwrap_err();
+        assert!(err.to_string().contains(needle), "{err} lacks {needle}");
+    };
+    check(&|v| v["tensors"][1]["offset"] = json!(24), "overlap");
+    check(&|v| v["tensors"][1]["offset"] = json!(40), "lies outside");
+    check(&|v| v["tensors"][0]["offset"] = json!(8), "lies outside");
+    check(&|v| v["tensors"][0]["offset"] = json!(u64::MAX - 4), "lies outside");
+    check(&|v| v["tensors"][0]["length"] = json!(12), "does not match");
+    check(&|v| v["tensors"][0]["shard"] = json!(2), "not listed");
+    check(&|v| v["tensors"][0]["shard"] = json!(0), "not listed");
+    check(&|v| v["tensors"][0]["relative_path"] = json!("../x"), "outside shards/");
+    check(&|v| v["shards"][0]["relative_path"] = json!("../x"), "outside shards/");
+    check(&|v| v["shards"][0]["data_start"] = json!(13), "data_start");
+    check(&|v| v["shards"][0]["data_start"] = json!(64), "data_start");
+    check(&|v| v["tensors"][0]["bytes"] = json!(24), "no bytes");
+    check(&|v| v["io_format_version"] = json!(1), "no shards");
+}
+
+#[test]
+fn sharded_stream_writer_packs_and_reads_back() {
+    let d = tmpdir("sharded-writer");
+    let mut w = StreamWriter::new(d.clone(), 64, 3, Some(100)).unwrap();
+    for i in 1..=20u64 {
+        w.submit(Job {
+            blob_id: i,
+            dtype: "float32".into(),
+            shape: vec![10],
+            metadata: vec![("node".into(), i.to_string())],
+            data: vec![i as u8; 40],
+        })
+        .unwrap();
+    }
+    let written = w.finish().unwrap();
+    assert_eq!(written.len(), 20);
+    assert_eq!(w.shard_files().len(), 10); // two 40-byte tensors per 100-byte shard
+    for x in &written {
+        let path = d.join(format!("shards/{:05}.safetensors", x.shard));
+        let mut out = vec![0u8; 40];
+        read_range(&path, x.offset, Some(&x.sha256), &mut out).unwrap();
+        assert_eq!(out, vec![x.blob_id as u8; 40]);
+    }
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -131,7 +200,7 @@ fn commit_open_and_refuse_existing_target() {
 #[test]
 fn stream_writer_bounded_queue_and_order() {
     let d = tmpdir("writer");
-    let mut w = StreamWriter::new(d.clone(), 64, 3).unwrap();
+    let mut w = StreamWriter::new(d.clone(), 64, 3, None).unwrap();
     for i in 1..=20u64 {
         let data = vec![i as u8; 40];
         w.submit(Job {

@@ -4,24 +4,24 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use torchlens_core::bundle::{blob, dir, journal, manifest, writer};
+use torchlens_core::bundle::{blob, dir, journal, manifest, shard, writer};
 
+use crate::byteview::ByteBuffer;
 use crate::errors::{CoreErrorWrapper, io_error};
 use crate::schema;
 
 type Meta = Vec<(String, String)>;
 
 /// A read-only view of a C-contiguous byte buffer as (address, length).
-fn readable(buf: &PyBuffer<u8>) -> PyResult<(usize, usize)> {
+fn readable(buf: &ByteBuffer) -> PyResult<(usize, usize)> {
     if !buf.is_c_contiguous() {
         return Err(io_error("tensor buffer must be C-contiguous"));
     }
     Ok((buf.buf_ptr() as usize, buf.len_bytes()))
 }
 
-/// Safety: the caller holds the `PyBuffer` (so the memory stays valid) for the whole use.
+/// Safety: the caller holds the `ByteBuffer` (so the memory stays valid) for the whole use.
 unsafe fn slice<'a>(addr: usize, len: usize) -> &'a [u8] {
     if len == 0 {
         &[]
@@ -38,7 +38,7 @@ pub fn blob_write(
     dtype: String,
     shape: Vec<u64>,
     metadata: Meta,
-    data: PyBuffer<u8>,
+    data: ByteBuffer,
 ) -> PyResult<(u64, String)> {
     let (addr, len) = readable(&data)?;
     let w = py
@@ -60,7 +60,7 @@ pub fn blob_read_into(
     dtype: String,
     shape: Vec<u64>,
     sha256: Option<String>,
-    out: PyBuffer<u8>,
+    out: ByteBuffer,
 ) -> PyResult<()> {
     if out.readonly() || !out.is_c_contiguous() {
         return Err(io_error("output buffer must be writable and C-contiguous"));
@@ -169,9 +169,10 @@ fn take_lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[pymethods]
 impl PyStreamWriter {
     #[new]
-    #[pyo3(signature = (path, max_inflight_bytes = 256 << 20, threads = 2))]
-    fn new(path: PathBuf, max_inflight_bytes: u64, threads: usize) -> PyResult<Self> {
-        let w = writer::StreamWriter::new(path, max_inflight_bytes, threads).map_err(CoreErrorWrapper::from)?;
+    #[pyo3(signature = (path, max_inflight_bytes = 256 << 20, threads = 2, shard_bytes = None))]
+    fn new(path: PathBuf, max_inflight_bytes: u64, threads: usize, shard_bytes: Option<u64>) -> PyResult<Self> {
+        let w = writer::StreamWriter::new(path, max_inflight_bytes, threads, shard_bytes)
+            .map_err(CoreErrorWrapper::from)?;
         Ok(Self {
             inner: Mutex::new(Some(w)),
         })
@@ -185,7 +186,7 @@ impl PyStreamWriter {
         dtype: String,
         shape: Vec<u64>,
         metadata: Meta,
-        data: PyBuffer<u8>,
+        data: ByteBuffer,
     ) -> PyResult<()> {
         let (addr, len) = readable(&data)?;
         py.detach(|| {
@@ -217,14 +218,19 @@ impl PyStreamWriter {
         Ok(())
     }
 
-    /// Waits for all writes; returns `[(blob_id, bytes, sha256)]` sorted by blob id.
-    fn finish(&self, py: Python<'_>) -> PyResult<Vec<(u64, u64, String)>> {
+    /// Waits for all writes; returns `[(blob_id, bytes, sha256, shard, offset)]` sorted by blob
+    /// id (`shard` and `offset` are 0 for one file per tensor).
+    #[allow(clippy::type_complexity)]
+    fn finish(&self, py: Python<'_>) -> PyResult<Vec<(u64, u64, String, u64, u64)>> {
         let taken = take_lock(&self.inner).take();
         let Some(mut w) = taken else {
             return Err(io_error("the bundle writer is already finished"));
         };
         let written = py.detach(move || w.finish()).map_err(CoreErrorWrapper::from)?;
-        Ok(written.into_iter().map(|x| (x.blob_id, x.bytes, x.sha256)).collect())
+        Ok(written
+            .into_iter()
+            .map(|x| (x.blob_id, x.bytes, x.sha256, x.shard, x.offset))
+            .collect())
     }
 
     /// Stops the thread after the queued writes, ignoring their results.
@@ -232,4 +238,153 @@ impl PyStreamWriter {
         let taken = take_lock(&self.inner).take();
         py.detach(move || drop(taken));
     }
+}
+
+/// Writes shard `index` of the bundle directory `dir` from `(blob_id, dtype, shape, buffer)`
+/// items laid out in this order; returns `(file_bytes, data_start, [(blob_id, offset, length,
+/// sha256)])`.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+pub fn shard_write(
+    py: Python<'_>,
+    dir: PathBuf,
+    index: u64,
+    items: Vec<(u64, String, Vec<u64>, ByteBuffer)>,
+) -> PyResult<(u64, u64, Vec<(u64, u64, u64, String)>)> {
+    let views = items
+        .iter()
+        .map(|(_, _, _, b)| readable(b))
+        .collect::<PyResult<Vec<_>>>()?;
+    let (file, placements) = py
+        .detach(|| {
+            let refs: Vec<shard::Item<'_>> = items
+                .iter()
+                .zip(&views)
+                .map(|((id, dtype, shape, _), &(addr, len))| shard::Item {
+                    blob_id: *id,
+                    dtype,
+                    shape,
+                    // SAFETY: every buffer of `items` is alive until the end of this function.
+                    data: unsafe { slice(addr, len) },
+                })
+                .collect();
+            shard::write_shard(&dir, index, &refs)
+        })
+        .map_err(CoreErrorWrapper::from)?;
+    Ok((
+        file.bytes,
+        file.data_start,
+        placements
+            .into_iter()
+            .map(|p| (p.blob_id, p.offset, p.length, p.sha256))
+            .collect(),
+    ))
+}
+
+fn writable(buf: &ByteBuffer) -> PyResult<(usize, usize)> {
+    if buf.readonly() || !buf.is_c_contiguous() {
+        return Err(io_error("output buffer must be writable and C-contiguous"));
+    }
+    Ok((buf.buf_ptr() as usize, buf.len_bytes()))
+}
+
+/// Safety: the caller holds the writable `ByteBuffer` for the whole use and nothing else touches
+/// it meanwhile.
+unsafe fn slice_mut<'a>(addr: usize, len: usize) -> &'a mut [u8] {
+    if len == 0 {
+        &mut []
+    } else {
+        unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len) }
+    }
+}
+
+/// Eagerly reads tensors of one shard in one pass: `items` are `(blob_id, dtype, shape, offset,
+/// sha256, out)`; the shard's size, header (names, dtypes, shapes, ranges) and every checksum
+/// are checked.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+pub fn shard_read_into(
+    py: Python<'_>,
+    path: PathBuf,
+    bytes: u64,
+    data_start: u64,
+    items: Vec<(u64, String, Vec<u64>, u64, Option<String>, ByteBuffer)>,
+) -> PyResult<()> {
+    let views = items.iter().map(|it| writable(&it.5)).collect::<PyResult<Vec<_>>>()?;
+    // The mutable slices made below must not alias: non-empty buffers may not overlap.
+    let mut spans: Vec<(usize, usize)> = views.iter().copied().filter(|v| v.1 > 0).collect();
+    spans.sort_unstable();
+    if spans.windows(2).any(|w| w[1].0 < w[0].0.saturating_add(w[0].1)) {
+        return Err(io_error("output buffers must not overlap"));
+    }
+    py.detach(|| {
+        let mut reads: Vec<shard::ReadItem<'_>> = items
+            .iter()
+            .zip(&views)
+            .map(|((id, dtype, shape, offset, sha, _), &(addr, len))| shard::ReadItem {
+                blob_id: *id,
+                dtype: dtype.clone(),
+                shape: shape.clone(),
+                offset: *offset,
+                sha256: sha.clone(),
+                // SAFETY: each buffer is alive and writable until the end of this function and
+                // does not overlap the others (checked above); the caller just allocated them.
+                out: unsafe { slice_mut(addr, len) },
+            })
+            .collect();
+        shard::read_shard(&path, bytes, data_start, &mut reads)
+    })
+    .map_err(CoreErrorWrapper::from)?;
+    Ok(())
+}
+
+/// Lazily reads one tensor's byte range of a shard into `out` (exactly its length), checking
+/// that the range lies in the file and, when given, its SHA-256.
+#[pyfunction]
+#[pyo3(signature = (path, offset, sha256, out))]
+pub fn shard_read_range(
+    py: Python<'_>,
+    path: PathBuf,
+    offset: u64,
+    sha256: Option<String>,
+    out: ByteBuffer,
+) -> PyResult<()> {
+    let (addr, len) = writable(&out)?;
+    py.detach(|| {
+        // SAFETY: `out` is alive and writable until the end of this function.
+        let target = unsafe { slice_mut(addr, len) };
+        shard::read_range(&path, offset, sha256.as_deref(), target)
+    })
+    .map_err(CoreErrorWrapper::from)?;
+    Ok(())
+}
+
+/// Recovers the shards of an interrupted streamed capture in `dir`: keeps the complete,
+/// intact journaled tensors, truncates and re-heads each shard; returns
+/// `[(blob_id, shard, offset, length, sha256, dtype, shape, metadata)]`.
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+pub fn shard_recover(
+    py: Python<'_>,
+    dir: PathBuf,
+) -> PyResult<Vec<(u64, u64, u64, u64, String, String, Vec<u64>, Meta)>> {
+    let rec = py
+        .detach(|| shard::recover_shards(&dir))
+        .map_err(CoreErrorWrapper::from)?;
+    Ok(rec
+        .into_iter()
+        .map(|r| {
+            let p = r.placement;
+            (
+                p.blob_id, p.shard, p.offset, p.length, p.sha256, r.dtype, r.shape, r.metadata,
+            )
+        })
+        .collect())
+}
+
+/// `[(index, file_bytes, data_start)]` of the shard files of a bundle directory.
+#[pyfunction]
+pub fn shard_files(py: Python<'_>, dir: PathBuf) -> PyResult<Vec<(u64, u64, u64)>> {
+    let files = py.detach(|| shard::shard_files(&dir)).map_err(CoreErrorWrapper::from)?;
+    Ok(files.into_iter().map(|f| (f.index, f.bytes, f.data_start)).collect())
 }

@@ -8,12 +8,12 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::PyByteArray;
 use torchlens_core::bundle::fastlog_store::{FastlogJob, FastlogWriter};
 use torchlens_core::bundle::safetensors;
 
+use crate::byteview::ByteBuffer;
 use crate::errors::{CoreErrorWrapper, io_error};
 
 /// Streams fastlog records (payload files + index lines) into one directory.
@@ -47,7 +47,7 @@ impl PyFastlogWriter {
         relative_path: String,
         tensors: Vec<(String, String, Vec<u64>)>,
         metadata: Vec<(String, String)>,
-        chunks: Vec<PyBuffer<u8>>,
+        chunks: Vec<ByteBuffer>,
         index_line: String,
     ) -> PyResult<()> {
         let mut copies = Vec::with_capacity(chunks.len());

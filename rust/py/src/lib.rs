@@ -6,6 +6,7 @@
 
 mod backward;
 mod bundle;
+mod byteview;
 mod convert;
 mod errors;
 mod fastlog;
@@ -28,7 +29,8 @@ mod _core {
     #[pymodule_export]
     use crate::bundle::{
         PyStreamWriter, blob_read_into, blob_scan, blob_write, bundle_commit, bundle_load, journal_read,
-        manifest_check, refuse_symlink, write_file,
+        manifest_check, refuse_symlink, shard_files, shard_read_into, shard_read_range, shard_recover, shard_write,
+        write_file,
     };
 
     #[pymodule_export]

@@ -137,11 +137,14 @@ fn tensor<'py>(py: Python<'py>, t: &TensorEntry) -> PyResult<Obj<'py>> {
     d.set_item("shape", tuple(py, &t.shape)?)?;
     d.set_item("device_at_save", &t.device_at_save)?;
     d.set_item("bytes", t.bytes)?;
+    d.set_item("shard", t.shard)?;
+    d.set_item("offset", t.offset)?;
+    d.set_item("length", t.length)?;
     d.set_item("sha256", &t.sha256)?;
     Ok(d.into_any())
 }
 
-/// `{"io_format_version", "torchlens_version", "torch_version", "n_layers", "tensors"}`.
+/// `{"io_format_version", "torchlens_version", "torch_version", "n_layers", "tensors", "shards"}`.
 pub fn manifest<'py>(py: Python<'py>, m: &Manifest) -> PyResult<Obj<'py>> {
     let d = PyDict::new(py);
     d.set_item("io_format_version", m.io_format_version)?;
@@ -149,6 +152,14 @@ pub fn manifest<'py>(py: Python<'py>, m: &Manifest) -> PyResult<Obj<'py>> {
     d.set_item("torch_version", &m.torch_version)?;
     d.set_item("n_layers", m.n_layers)?;
     d.set_item("tensors", list(py, m.tensors.iter().map(|t| tensor(py, t)))?)?;
+    let shards = m.shards.iter().map(|s| {
+        let e = PyDict::new(py);
+        e.set_item("relative_path", &s.relative_path)?;
+        e.set_item("bytes", s.bytes)?;
+        e.set_item("data_start", s.data_start)?;
+        Ok(e.into_any())
+    });
+    d.set_item("shards", list(py, shards)?)?;
     Ok(d.into_any())
 }
 

@@ -9,6 +9,7 @@ use super::blob::{WrittenBlob, scan_blob};
 use super::manifest::{METADATA_FILE, Manifest, Notice, parse_manifest, version_notices};
 use super::metadata::{Metadata, parse_metadata};
 use super::sha256_hex;
+use super::shard::{SHARD_DIR, TENSOR_JOURNAL};
 use crate::error::{CoreError, Result};
 
 /// Name of the manifest file.
@@ -51,12 +52,14 @@ pub fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Result of [`open_bundle`]: the validated manifest and the unexpected files in `blobs/`.
+/// Result of [`open_bundle`]: the validated manifest and the unexpected files in `blobs/`
+/// (format 1) or `shards/` (format 2).
 #[derive(Debug)]
 pub struct OpenedBundle {
     /// The validated manifest.
     pub manifest: Manifest,
-    /// Names of files in `blobs/` that the manifest does not list.
+    /// Names of files in `blobs/` (format 1) or `shards/` (format 2, as `shards/<name>`) that
+    /// the manifest does not list.
     pub extra_files: Vec<String>,
 }
 
@@ -96,6 +99,16 @@ pub fn open_bundle(dir: &Path) -> Result<OpenedBundle> {
             manifest.metadata_bytes
         )));
     }
+    let extra_files = if manifest.io_format_version >= 2 {
+        check_shard_files(dir, &manifest)?
+    } else {
+        check_blob_files(dir, &manifest)?
+    };
+    Ok(OpenedBundle { manifest, extra_files })
+}
+
+/// Format 1: every listed blob exists with its size; returns the unexpected names in `blobs/`.
+fn check_blob_files(dir: &Path, manifest: &Manifest) -> Result<Vec<String>> {
     let blobs = dir.join("blobs");
     refuse_symlink(&blobs, "blobs directory")?;
     let mut missing = Vec::new();
@@ -104,13 +117,13 @@ pub fn open_bundle(dir: &Path) -> Result<OpenedBundle> {
         refuse_symlink(&p, "blob")?;
         match fs::metadata(&p) {
             Ok(m) if m.is_file() => {
-                if m.len() != t.bytes {
+                if Some(m.len()) != t.bytes {
                     return Err(CoreError::bundle(format!(
                         "blob_id={} ({}) has {} bytes, the manifest says {} (truncated?)",
                         t.blob_id,
                         t.relative_path,
                         m.len(),
-                        t.bytes
+                        t.bytes.unwrap_or_default()
                     )));
                 }
             }
@@ -142,7 +155,56 @@ pub fn open_bundle(dir: &Path) -> Result<OpenedBundle> {
         }
         extra_files.sort();
     }
-    Ok(OpenedBundle { manifest, extra_files })
+    Ok(extra_files)
+}
+
+/// Format 2: every listed shard exists with its size (tensor ranges were checked against the
+/// listed sizes by the manifest reader); returns the unexpected names in `shards/`.
+fn check_shard_files(dir: &Path, manifest: &Manifest) -> Result<Vec<String>> {
+    let sdir = dir.join(SHARD_DIR);
+    refuse_symlink(&sdir, "shards directory")?;
+    let mut missing = Vec::new();
+    for s in &manifest.shards {
+        let p = dir.join(&s.relative_path);
+        refuse_symlink(&p, "shard")?;
+        match fs::metadata(&p) {
+            Ok(m) if m.is_file() => {
+                if m.len() != s.bytes {
+                    return Err(CoreError::bundle(format!(
+                        "{} has {} bytes, the manifest says {} (truncated?)",
+                        s.relative_path,
+                        m.len(),
+                        s.bytes
+                    )));
+                }
+            }
+            _ => missing.push(s.relative_path.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(CoreError::bundle(format!(
+            "{} shard file(s) listed in the manifest are missing: {}",
+            missing.len(),
+            missing.join(", ")
+        )));
+    }
+    let mut extra_files = Vec::new();
+    if sdir.is_dir() {
+        let listed: std::collections::HashSet<&str> = manifest
+            .shards
+            .iter()
+            .filter_map(|s| s.relative_path.strip_prefix("shards/"))
+            .collect();
+        for e in fs::read_dir(&sdir).map_err(io_err("cannot list", &sdir))? {
+            let e = e.map_err(io_err("cannot list", &sdir))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !listed.contains(name.as_str()) {
+                extra_files.push(format!("shards/{name}"));
+            }
+        }
+        extra_files.sort();
+    }
+    Ok(extra_files)
 }
 
 /// Reads `metadata.json` and checks its size and checksum against the manifest.
@@ -175,7 +237,7 @@ pub struct LoadedBundle {
 pub fn load_bundle(dir: &Path, torch_version: &str, torchlens_version: &str) -> Result<LoadedBundle> {
     let OpenedBundle { manifest, extra_files } = open_bundle(dir)?;
     let notices = version_notices(&manifest, torch_version, torchlens_version)?;
-    if !extra_files.is_empty() {
+    if !extra_files.is_empty() && manifest.io_format_version == 1 {
         let shas: std::collections::HashSet<&str> = manifest.tensors.iter().map(|t| t.sha256.as_str()).collect();
         for name in &extra_files {
             let p = dir.join("blobs").join(name);
@@ -231,8 +293,10 @@ pub fn commit(tmp: &Path, target: &Path, manifest: &[u8]) -> Result<()> {
         )));
     }
     sync_dir(&tmp.join("blobs"));
+    sync_dir(&tmp.join(SHARD_DIR));
     write_file(&tmp.join(MANIFEST_FILE), manifest)?;
     let _ = fs::remove_file(tmp.join(JOURNAL_FILE));
+    let _ = fs::remove_file(tmp.join(TENSOR_JOURNAL));
     sync_dir(tmp);
     fs::rename(tmp, target).map_err(io_err("cannot rename bundle into", target))?;
     if let Some(parent) = target.parent() {

@@ -1,8 +1,10 @@
-//! Portable bundles (spec §9, our io format 1): one safetensors file per tensor, a JSON
-//! metadata file and a JSON manifest written last. Nothing here executes stored content.
+//! Portable bundles (spec §9): tensors in safetensors files, a JSON metadata file and a JSON
+//! manifest written last. io format 2 packs the tensors into shard files; format 1 (one file per
+//! tensor) is still read. Nothing here executes stored content.
 //!
 //! * [`safetensors`]: the one safetensors reader/writer and dtype table (bundles and fastlog).
-//! * [`blob`]: the single-tensor safetensors files (`blobs/<10-digit id>.safetensors`).
+//! * [`shard`]: the shard files of format 2 (`shards/<5-digit index>.safetensors`).
+//! * [`blob`]: the single-tensor safetensors files of format 1 (`blobs/<10-digit id>.safetensors`).
 //! * [`manifest`]: schema validation of `manifest.json` (the fuzzed reader).
 //! * [`metadata`]: schema validation of `metadata.json` (the capture data of a log).
 //! * [`journal`]: the journal of a streamed capture, read back by recovery.
@@ -17,12 +19,14 @@ pub mod journal;
 pub mod manifest;
 pub mod metadata;
 pub mod safetensors;
+pub mod shard;
 pub mod writer;
 
 use sha2::{Digest, Sha256};
 
-/// Version of the bundle layout this library writes and the newest it reads.
-pub const IO_FORMAT_VERSION: u64 = 1;
+/// Version of the bundle layout this library writes and the newest it reads (2: tensors packed
+/// into shard files; 1: one file per tensor, still read and, on request, written).
+pub const IO_FORMAT_VERSION: u64 = 2;
 
 /// Largest `manifest.json` / `metadata.json` the reader accepts (bytes).
 pub const MAX_JSON_BYTES: u64 = 1 << 30;

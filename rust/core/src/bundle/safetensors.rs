@@ -217,13 +217,18 @@ fn parse_tensor(name: &str, v: &Value) -> Result<TensorInfo> {
 /// Parses a header from the first bytes of a file (`prefix` must hold the whole header).
 /// Tensors must tile the data section from offset 0 without gaps or overlaps.
 pub fn parse_header(prefix: &[u8]) -> Result<Header> {
+    parse_header_limited(prefix, MAX_HEADER)
+}
+
+/// [`parse_header`] accepting headers up to `max` bytes (shards of io format 2 have large ones).
+pub fn parse_header_limited(prefix: &[u8], max: u64) -> Result<Header> {
     let len_bytes: [u8; 8] = prefix
         .get(..8)
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| bad("file shorter than 8 bytes"))?;
     let hlen = u64::from_le_bytes(len_bytes);
-    if hlen > MAX_HEADER {
-        return Err(bad(format!("header length {hlen} exceeds {MAX_HEADER}")));
+    if hlen > max {
+        return Err(bad(format!("header length {hlen} exceeds {max}")));
     }
     let text = prefix
         .get(8..8 + hlen as usize)
@@ -264,6 +269,11 @@ pub fn parse_header(prefix: &[u8]) -> Result<Header> {
 /// Reads and parses the header of an open file and checks that the file is exactly as long as
 /// the header says. Returns the raw header bytes (length prefix included) and the header.
 pub fn read_header(f: &mut File, path: &Path) -> Result<(Vec<u8>, Header)> {
+    read_header_limited(f, path, MAX_HEADER)
+}
+
+/// [`read_header`] accepting headers up to `max` bytes.
+pub fn read_header_limited(f: &mut File, path: &Path, max: u64) -> Result<(Vec<u8>, Header)> {
     let io = |e: std::io::Error| CoreError::io(format!("reading {}", path.display()), &e);
     let mut len = [0u8; 8];
     f.read_exact(&mut len).map_err(|_| {
@@ -273,19 +283,17 @@ pub fn read_header(f: &mut File, path: &Path) -> Result<(Vec<u8>, Header)> {
         ))
     })?;
     let hlen = u64::from_le_bytes(len);
-    if hlen > MAX_HEADER {
-        return Err(bad(format!(
-            "{}: header length {hlen} exceeds {MAX_HEADER}",
-            path.display()
-        )));
+    if hlen > max {
+        return Err(bad(format!("{}: header length {hlen} exceeds {max}", path.display())));
     }
     let mut prefix = vec![0u8; 8 + hlen as usize];
     prefix[..8].copy_from_slice(&len);
     f.read_exact(&mut prefix[8..])
         .map_err(|_| CoreError::bundle(format!("truncated tensor file {}: header cut short", path.display())))?;
-    let header = parse_header(&prefix).map_err(|e| CoreError::bundle(format!("{}: {e}", path.display())))?;
+    let header =
+        parse_header_limited(&prefix, max).map_err(|e| CoreError::bundle(format!("{}: {e}", path.display())))?;
     let flen = f.metadata().map_err(io)?.len();
-    let expect = header.data_start + header.data_len();
+    let expect = header.data_start.saturating_add(header.data_len());
     if flen != expect {
         return Err(CoreError::bundle(format!(
             "truncated or padded tensor file {}: {flen} bytes, header says {expect}",

@@ -1,5 +1,7 @@
-//! Background writers: blobs queued by the capture thread are written (and checksummed) on a few
-//! separate threads. The bytes queued at any time are bounded; a full queue blocks the producer.
+//! Background writers: tensors queued by the capture thread are written (and checksummed) on a few
+//! separate threads, one file per tensor (io format 1) or appended to shard files (format 2: the
+//! threads checksum in parallel, the appends to the open shard are serialized). The bytes queued
+//! at any time are bounded; a full queue blocks the producer.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -8,8 +10,11 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use sha2::{Digest, Sha256};
+
 use super::blob::write_blob;
-use super::blob_relative_path;
+use super::shard::{ShardAppender, ShardFile};
+use super::{blob_relative_path, hex};
 use crate::error::{CoreError, Result};
 
 /// One tensor to write.
@@ -32,10 +37,14 @@ pub struct Job {
 pub struct Written {
     /// Blob id.
     pub blob_id: u64,
-    /// File size.
+    /// File size (format 1) or data bytes (format 2).
     pub bytes: u64,
-    /// SHA-256 of the file.
+    /// SHA-256 of the file (format 1) or of the tensor's bytes (format 2).
     pub sha256: String,
+    /// Shard index (format 2; 0 for a blob file).
+    pub shard: u64,
+    /// Offset of the data in the shard (format 2; 0 for a blob file).
+    pub offset: u64,
 }
 
 enum Msg {
@@ -50,6 +59,9 @@ struct Shared {
     error: Mutex<Option<CoreError>>,
     /// Serializes appends (journal chunks) across the worker threads.
     append: Mutex<()>,
+    /// The shard appender (format 2), None for one file per tensor.
+    shards: Mutex<Option<ShardAppender>>,
+    sharded: bool,
 }
 
 /// Writer threads rooted at a bundle directory (which must contain `blobs/`).
@@ -58,6 +70,7 @@ pub struct StreamWriter {
     handles: Vec<JoinHandle<Vec<Written>>>,
     shared: Arc<Shared>,
     max_inflight: u64,
+    shard_files: Vec<ShardFile>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -78,13 +91,25 @@ fn worker(dir: &Path, rx: &Mutex<Receiver<Msg>>, sh: &Shared) -> Vec<Written> {
         match msg {
             Msg::Blob(job) => {
                 let n = job.data.len() as u64;
-                if !failed {
+                if !failed && sh.sharded {
+                    let sha = hex(&Sha256::digest(&job.data));
+                    let mut guard = lock(&sh.shards);
+                    let res = match guard.as_mut() {
+                        Some(a) => a.append(job.blob_id, &job.dtype, &job.shape, &job.metadata, &job.data, sha),
+                        None => Err(CoreError::bundle("the shard writer is closed")),
+                    };
+                    if let Err(e) = res {
+                        *lock(&sh.error) = Some(e);
+                    }
+                } else if !failed {
                     let path = dir.join(blob_relative_path(job.blob_id));
                     match write_blob(&path, &job.dtype, &job.shape, &job.metadata, &job.data) {
                         Ok(w) => out.push(Written {
                             blob_id: job.blob_id,
                             bytes: w.bytes,
                             sha256: w.sha256,
+                            shard: 0,
+                            offset: 0,
                         }),
                         Err(e) => *lock(&sh.error) = Some(e),
                     }
@@ -115,11 +140,20 @@ fn worker(dir: &Path, rx: &Mutex<Receiver<Msg>>, sh: &Shared) -> Vec<Written> {
 
 impl StreamWriter {
     /// Starts `threads` writer threads (at least one). `max_inflight` bounds the queued bytes
-    /// (at least one job always fits).
-    pub fn new(dir: PathBuf, max_inflight: u64, threads: usize) -> Result<Self> {
+    /// (at least one job always fits). With `shard_bytes`, tensors are appended to shard files
+    /// of `dir/shards/` (io format 2) rolled over after that many data bytes; without, each
+    /// goes to its own file `dir/blobs/<id>.safetensors` (format 1).
+    pub fn new(dir: PathBuf, max_inflight: u64, threads: usize, shard_bytes: Option<u64>) -> Result<Self> {
         let (tx, rx) = channel::<Msg>();
         let rx = Arc::new(Mutex::new(rx));
-        let shared = Arc::new(Shared::default());
+        let appender = shard_bytes
+            .map(|cap| ShardAppender::new(dir.clone(), cap))
+            .transpose()?;
+        let shared = Arc::new(Shared {
+            sharded: appender.is_some(),
+            shards: Mutex::new(appender),
+            ..Shared::default()
+        });
         let dir = Arc::new(dir);
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
@@ -135,6 +169,7 @@ impl StreamWriter {
             handles,
             shared,
             max_inflight,
+            shard_files: Vec::new(),
         })
     }
 
@@ -177,7 +212,8 @@ impl StreamWriter {
         self.send(Msg::Append(name.to_owned(), data))
     }
 
-    /// Waits for every queued write and returns what was written, sorted by blob id.
+    /// Waits for every queued write and returns what was written, sorted by blob id (format 2:
+    /// the latest placement of each blob id).
     pub fn finish(&mut self) -> Result<Vec<Written>> {
         if self.tx.take().is_none() {
             return Err(CoreError::bundle("the bundle writer is already finished"));
@@ -189,11 +225,27 @@ impl StreamWriter {
                     .map_err(|_| CoreError::bundle("a bundle writer thread panicked"))?,
             );
         }
-        written.sort_by_key(|w| w.blob_id);
-        match self.error() {
-            Some(e) => Err(e),
-            None => Ok(written),
+        if let Some(e) = self.error() {
+            return Err(e);
         }
+        if let Some(appender) = lock(&self.shared.shards).take() {
+            let (placements, files) = appender.finish()?;
+            self.shard_files = files;
+            written.extend(placements.into_iter().map(|p| Written {
+                blob_id: p.blob_id,
+                bytes: p.length,
+                sha256: p.sha256,
+                shard: p.shard,
+                offset: p.offset,
+            }));
+        }
+        written.sort_by_key(|w| w.blob_id);
+        Ok(written)
+    }
+
+    /// The shard files written (format 2), known after [`Self::finish`].
+    pub fn shard_files(&self) -> &[ShardFile] {
+        &self.shard_files
     }
 }
 
