@@ -2,8 +2,9 @@
 
 Installed with torchlens (entry point ``pytest11``: ``torchlens = "torchlens.pytest_plugin"``),
 so pytest loads it in every project that has torchlens; it only registers the fixture and its
-options, imports neither torch nor torchlens until a test uses the fixture, and does nothing in
-tests that do not. Disable it with ``-p no:torchlens``.
+options and does nothing in tests that do not use the fixture. Loading it imports the torchlens
+package, and so torch (about a second); the logging and comparison code is imported only when a
+test uses the fixture. Disable it with ``-p no:torchlens``.
 
 .. code-block:: python
 
