@@ -140,8 +140,8 @@ def test_different_labels_are_matched_by_the_supergraph() -> None:
 
 
 def test_different_labels_across_processes(tmp_path: Path) -> None:
-    # Input and output fingerprints are salted per process: a bundle written by another process
-    # matches them through the (layer type, shape, dtype) pairing of the leftovers.
+    # A bundle written by another process (another hash seed) matches by fingerprint: input and
+    # output fingerprints must not depend on the process.
     code = (
         "import sys, torch, torchlens as tl\n"
         "from models.trace_bundle import SmallCNN\n"
@@ -149,7 +149,11 @@ def test_different_labels_across_processes(tmp_path: Path) -> None:
         "x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(1))\n"
         "tl.save(tl.log_forward_pass(SmallCNN().eval(), x), sys.argv[1])\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(tl.__file__).parent.parent), str(TESTS)]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(Path(tl.__file__).parent.parent), str(TESTS)]),
+        PYTHONHASHSEED="12345",
+    )
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "ref")], check=True, env=env, timeout=300)
     b_model = SmallCNNPlusZero().eval()
     b_model.load_state_dict(_cnn().state_dict())

@@ -36,6 +36,7 @@ from .opstate import OpState
 from .opstate import any_autocast as _any_autocast
 from .postfunc import save_post
 from .strings import intern
+from .tokens import HASH_MEMO
 from .tokens import SCALARS as _SCALARS
 from .tokens import stable_hash as _stable_hash
 from .tokens import tok as _tok
@@ -248,7 +249,12 @@ class Session:
             tk = (tuple(toks), ())
         self.toks.append(tk)
         self.op_times.append(self._dt)
-        arg_hash = 0 if params else _stable_hash(tk)
+        if params:
+            arg_hash = 0
+        else:  # the memo lookup inline (a hit per op; `stable_hash` computes a miss)
+            arg_hash = HASH_MEMO.get(tk)
+            if arg_hash is None:
+                arg_hash = _stable_hash(tk)
         # Call site: the frames between the op and the nearest module call, interned as one id.
         f = _getframe(depth)
         co = f.f_code

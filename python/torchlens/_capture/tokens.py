@@ -22,7 +22,7 @@ _len = len
 _hash = hash
 _is_tensor = hot.is_tensor_type
 
-_STABLE: dict[Any, int] = {}
+HASH_MEMO: dict[Any, int] = {}
 
 
 def stable_hash(key: Any) -> int:
@@ -32,11 +32,11 @@ def stable_hash(key: Any) -> int:
     between two runs of the same model (multi-trace bundles match layers across runs by them).
     The digest is memoized: a model has few distinct argument tokens, and the memo hit costs one
     dict lookup, about what `hash` itself costs."""
-    h = _STABLE.get(key)
+    h = HASH_MEMO.get(key)
     if h is None:
-        if _len(_STABLE) > 1 << 16:  # unbounded token variety (e.g. ever-new Python floats): start over
-            _STABLE.clear()
-        h = _STABLE[key] = int.from_bytes(_blake2b(repr(key).encode(), digest_size=8).digest(), "little")
+        if _len(HASH_MEMO) > 1 << 16:  # unbounded token variety (e.g. ever-new Python floats): start over
+            HASH_MEMO.clear()
+        h = HASH_MEMO[key] = int.from_bytes(_blake2b(repr(key).encode(), digest_size=8).digest(), "little")
     return h
 
 

@@ -6,9 +6,8 @@ Matching: when both logs list the same layer labels, entries are paired by label
 ``linear_1_1:2`` for the second pass). Otherwise they are paired by the multi-trace supergraph
 matching of `tl.bundle` (the k-th pass with a given fingerprint in one run is the k-th pass
 with that fingerprint in the other), so an inserted or removed op does not shift every later
-comparison; nodes the supergraph leaves to one run only are then paired by layer type, shape
-and dtype in order (fingerprints of inputs, outputs and some parameter-free ops are salted per
-process, so they never match across bundles written by different processes).
+comparison. Fingerprints do not depend on the process, so bundles written by different runs
+match too; a node only one run has is reported as missing in the other.
 
 Tolerances:
 
@@ -223,35 +222,7 @@ def _pairs(a: ModelLog, b: ModelLog) -> tuple[str, list[Pair]]:
     if list(a.layer_labels) == list(b.layer_labels):
         return "label", list(zip(a.layer_list, b.layer_list, strict=True))
     tb = TraceBundle([a, b], names=["a", "b"])
-    return "supergraph", _pair_leftovers([(tb.entry(n, 0), tb.entry(n, 1)) for n in tb.nodes])
-
-
-def _kind(entry: LayerPassLog) -> tuple[Any, ...]:
-    shape = entry.tensor_shape
-    return (entry.layer_type, None if shape is None else tuple(shape), str(entry.tensor_dtype))
-
-
-def _pair_leftovers(pairs: list[Pair]) -> list[Pair]:
-    """Pairs the nodes the supergraph left to one run only by layer type, shape and dtype, in order.
-
-    Fingerprints of inputs, outputs and some parameter-free ops hash values that are salted per
-    process, so a bundle written by another process does not match them; the k-th unmatched
-    node of a (type, shape, dtype) in run a is paired with the k-th such node of run b, at
-    run a's position.
-    """
-    only_b: dict[tuple[Any, ...], list[int]] = {}
-    for i, (ea, eb) in enumerate(pairs):
-        if ea is None and eb is not None:
-            only_b.setdefault(_kind(eb), []).append(i)
-    out: list[Pair | None] = list(pairs)
-    for i, (ea, eb) in enumerate(pairs):
-        if eb is None and ea is not None:
-            cands = only_b.get(_kind(ea))
-            if cands:
-                j = cands.pop(0)
-                out[i] = (ea, pairs[j][1])
-                out[j] = None
-    return [p for p in out if p is not None]
+    return "supergraph", [(tb.entry(n, 0), tb.entry(n, 1)) for n in tb.nodes]
 
 
 def _judge(x: torch.Tensor, y: torch.Tensor, la: str, lb: str, metric: str, atol: float, rtol: float) -> LayerDiff:
